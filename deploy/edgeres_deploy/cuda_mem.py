@@ -1,0 +1,103 @@
+"""Device buffers and streams through pycuda or cuda-python, whichever is installed (pycuda first)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run here; the message says why."""
+
+
+class _PyCuda:
+    name = "pycuda"
+
+    def __init__(self):
+        import pycuda.autoinit  # noqa: F401 - creates the context
+        import pycuda.driver as cuda
+
+        self.cuda = cuda
+        self.stream = cuda.Stream()
+        self.stream_handle = self.stream.handle
+
+    def malloc(self, nbytes: int):
+        return self.cuda.mem_alloc(max(1, nbytes))
+
+    @staticmethod
+    def ptr(buf) -> int:
+        return int(buf)
+
+    def htod(self, buf, arr: np.ndarray) -> None:
+        self.cuda.memcpy_htod_async(buf, arr, self.stream)
+
+    def dtoh(self, arr: np.ndarray, buf) -> None:
+        self.cuda.memcpy_dtoh_async(arr, buf, self.stream)
+
+    def sync(self) -> None:
+        self.stream.synchronize()
+
+    def device_name(self) -> str:
+        return self.cuda.Context.get_device().name()
+
+    def mem_used_mb(self) -> float:
+        free, total = self.cuda.mem_get_info()
+        return (total - free) / 1e6
+
+
+class _CudaPython:
+    name = "cuda-python"
+
+    def __init__(self):
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart  # cuda-python < 12.6
+        self.rt = cudart
+        self.stream = self._check(cudart.cudaStreamCreate())
+        self.stream_handle = int(self.stream)
+
+    def _check(self, result):
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA error {err}")
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    def malloc(self, nbytes: int):
+        return self._check(self.rt.cudaMalloc(max(1, nbytes)))
+
+    @staticmethod
+    def ptr(buf) -> int:
+        return int(buf)
+
+    def htod(self, buf, arr: np.ndarray) -> None:
+        self._check(self.rt.cudaMemcpyAsync(buf, arr.ctypes.data, arr.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+
+    def dtoh(self, arr: np.ndarray, buf) -> None:
+        self._check(self.rt.cudaMemcpyAsync(arr.ctypes.data, buf, arr.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+
+    def sync(self) -> None:
+        self._check(self.rt.cudaStreamSynchronize(self.stream))
+
+    def device_name(self) -> str:
+        props = self._check(self.rt.cudaGetDeviceProperties(0))
+        name = props.name
+        return name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
+
+    def mem_used_mb(self) -> float:
+        free, total = self._check(self.rt.cudaMemGetInfo())
+        return (total - free) / 1e6
+
+
+def cuda_api():
+    """The first CUDA binding that imports and finds a device; BackendUnavailable with both reasons otherwise."""
+    reasons = []
+    for cls in (_PyCuda, _CudaPython):
+        try:
+            return cls()
+        except ImportError as e:
+            reasons.append(f"{cls.name} not importable ({e.name or e})")
+        except Exception as e:  # noqa: BLE001 - no device, driver errors
+            reasons.append(f"{cls.name}: no CUDA device ({str(e).splitlines()[0][:120]})")
+    raise BackendUnavailable("; ".join(reasons))

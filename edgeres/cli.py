@@ -1,0 +1,257 @@
+"""edgeres command line. Thin: every command calls the same functions a Python user can call.
+
+Exit codes: 0 success, 1 failure (one clear line on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeres import __version__
+from edgeres.errors import EdgeresError
+
+
+class EdgeresGroup(click.Group):
+    """Turns edgeres errors into one line on stderr and exit 1, Ctrl-C into exit 130: no traceback for user mistakes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeresError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.secho("interrupted: finished work is kept; run the same command again to resume", fg="yellow", err=True)
+            sys.exit(130)
+
+
+def _floats3(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give three comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+    if len(vals) != 3:
+        raise click.BadParameter("give three comma-separated numbers, e.g. 0.485,0.456,0.406")
+    return vals
+
+
+def preprocess_options(f):
+    """--image-size/--crop-ratio/--mean/--std: for artifacts without edgeres metadata, or to override it."""
+    opts = [
+        click.option("--image-size", type=click.IntRange(8, 4096), default=None,
+                     help="Input size (default: from the artifact, else 224)."),
+        click.option("--crop-ratio", type=click.FloatRange(0.1, 1.0), default=None,
+                     help="Resize short side to size/ratio, centre-crop size; 1.0 resizes straight (default 0.875)."),
+        click.option("--mean", callback=_floats3, default=None, help="Normalisation mean, R,G,B (default ImageNet)."),
+        click.option("--std", callback=_floats3, default=None, help="Normalisation std, R,G,B (default ImageNet)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def resolve_preprocess(stored: dict | None, image_size=None, crop_ratio=None, mean=None, std=None):
+    """Flags override what the artifact stores; what neither says takes the defaults."""
+    from edgeres.data import Preprocess
+
+    d = dict(stored or {})
+    for k, v in (("size", image_size), ("crop_ratio", crop_ratio), ("mean", mean), ("std", std)):
+        if v is not None:
+            d[k] = v
+    try:
+        return Preprocess.from_dict(d)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _trust_option(f):
+    return click.option("--trust-model", is_flag=True,
+                        help="Allow unpickling a full nn.Module (can run arbitrary code; only for files you trust).")(f)
+
+
+@click.group(cls=EdgeresGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="edgeres")
+def main():
+    """edgeres: prune, fine-tune, INT8-quantize and deploy ResNet classifiers to NVIDIA Jetson (and CPUs).
+
+    \b
+    The main line:
+      edgeres optimize --model resnet50.pt --target jetson --data DIR
+    runs baseline -> prune (+distillation) -> ONNX export -> INT8 quantization -> TensorRT engine -> bundle, and
+    writes report.csv/json/png and summary.md with accuracy, latency and memory at every stage.
+    `edgeres demo` does it all on the embedded demo dataset.
+    """
+
+
+# ------------------------------------------------------------------------------------------------ targets
+@main.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+def targets_cmd(as_json):
+    """List target profiles (runtime, precisions, TensorRT family, DLA, 2:4 sparsity)."""
+    from edgeres.targets import list_targets
+
+    ts = list_targets()
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in ts], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="edgeres targets")
+    for col in ("name", "runtime", "precisions", "JetPack", "TensorRT", "DLA", "2:4", "aliases"):
+        table.add_column(col)
+    for t in ts:
+        table.add_row(t.name, t.runtime, ",".join(t.precisions), t.jetpack or "", t.trt_version or "", str(t.dla_cores),
+                      "yes" if t.sparsity_2_4 else "no", ",".join(t.aliases))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+# ------------------------------------------------------------------------------------------------ data
+@main.group("data", cls=EdgeresGroup)
+def data_grp():
+    """Datasets: the embedded demo set."""
+
+
+@data_grp.command("make-demo")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write DIR/train, DIR/val into.")
+@click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--val-per-class", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--size", type=click.IntRange(32, 1024), default=72, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_demo_cmd(out, train_per_class, val_per_class, size, seed):
+    """Write the embedded demo dataset (10 shape classes, ImageFolder layout). Deterministic; no download."""
+    from edgeres.data.demo import make_demo
+
+    make_demo(out, train_per_class, val_per_class, size, seed)
+    click.echo(f"demo dataset written to {out} (train/, val/, labels.txt)")
+
+
+# ------------------------------------------------------------------------------------------------ train
+def train_options(f):
+    opts = [
+        click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
+        click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+                     help="Peak learning rate (default 1e-3 adamw, 0.05 sgd); cosine schedule with warm-up."),
+        click.option("--weight-decay", type=click.FloatRange(0), default=None),
+        click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=0.1, show_default=True),
+        click.option("--min-scale", type=click.FloatRange(0.05, 1.0), default=0.35, show_default=True,
+                     help="Smallest crop area of the random resized crop."),
+        click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="DataLoader workers."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images with a warning instead of stopping."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _train_config(**kw):
+    from edgeres.stages.train import TrainConfig
+
+    return TrainConfig(**{k: v for k, v in kw.items() if k in TrainConfig.__dataclass_fields__})
+
+
+@main.command("train")
+@click.option("--data", type=click.Path(), required=True, help="ImageFolder root (DIR/train, DIR/val, or one folder to split).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Best checkpoint (also writes OUT.last.pt, OUT.log.csv).")
+@click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101"]), default="resnet50", show_default=True)
+@click.option("--weights", type=click.Path(), default=None, help="Start from these weights (e.g. a torchvision ImageNet state dict); the head is replaced.")
+@click.option("--freeze-backbone", is_flag=True, help="Train only the new classification head.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.last.pt.")
+@click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True, help="When DATA has no train/val split.")
+@train_options
+@preprocess_options
+@_trust_option
+def train_cmd(data, out, arch, weights, freeze_backbone, resume, val_fraction, image_size, crop_ratio, mean, std,
+              trust_model, **train_kw):
+    """Train (transfer learning or from scratch) a ResNet on an image folder.
+
+    Runs under `torchrun --nproc-per-node N edgeres train ...` with DistributedDataParallel (gloo on CPU, NCCL on GPU).
+    """
+    from edgeres.stages.train import train_model
+
+    pre = resolve_preprocess({}, image_size, crop_ratio, mean, std)
+    cfg = _train_config(freeze_backbone=freeze_backbone, **train_kw)
+    result = train_model(data, out, arch=arch, pre=pre, cfg=cfg, weights=weights, resume=resume,
+                         val_fraction=val_fraction, trust_model=trust_model)
+    if result is not None:
+        click.echo(f"best val top-1 {result['best_top1']:.2f}% -> {out}  ({result['seconds']:.0f}s, "
+                   f"{result['images_per_s']:.0f} img/s)")
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@main.command("evaluate")
+@click.option("--model", "artifact", type=click.Path(), required=True, help=".pt, .onnx or .engine")
+@click.option("--data", type=click.Path(), required=True, help="ImageFolder root; its val split is used.")
+@click.option("--runtime", default=None, help="torch / onnxruntime / openvino / tensorrt (default: by file type).")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--num-classes", type=click.IntRange(1), default=None, help="For files without metadata: expected class count.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the results as JSON.")
+@click.option("--skip-corrupt", is_flag=True)
+@preprocess_options
+@_trust_option
+def evaluate_cmd(artifact, data, runtime, split, batch_size, num_classes, json_out, skip_corrupt, image_size,
+                 crop_ratio, mean, std, trust_model):
+    """Top-1, top-5 and per-class accuracy of a model on a data folder."""
+    from edgeres.evaluate import evaluate_artifact
+    from edgeres.runtimes import artifact_info
+
+    info = artifact_info(artifact, trust_model=trust_model) if Path(artifact).exists() else None
+    if info is None:
+        raise EdgeresError(f"model file {artifact} does not exist")
+    pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
+    res = evaluate_artifact(artifact, data, pre, runtime=runtime, split=split, batch_size=batch_size,
+                            num_classes=num_classes, trust_model=trust_model, skip_corrupt=skip_corrupt)
+    click.echo(f"{artifact} [{res['runtime']}, {res['precision']}] on {res['images']} {split} images: "
+               f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%")
+    for c, a in res["per_class"].items():
+        click.echo(f"  {c:>20s}  {a:6.2f}%" if a is not None else f"  {c:>20s}       -")
+    if json_out:
+        from edgeres.utils import write_json_atomic
+
+        write_json_atomic(json_out, res)
+
+
+# ------------------------------------------------------------------------------------------------ bench
+@main.command("bench")
+@click.option("--model", "artifact", type=click.Path(), required=True, help=".pt, .onnx or .engine")
+@click.option("--data", type=click.Path(), default=None, help="Also measure accuracy on this ImageFolder's val split.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write the rows (report.csv schema).")
+@click.option("--runtime", "runtimes", multiple=True, help="Runtime(s) to measure (default: every one for the file type).")
+@click.option("--batch-size", "batch_sizes", type=click.IntRange(1), multiple=True, default=(1,), show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime (default: physical cores).")
+@click.option("--min-time", type=click.FloatRange(0.1), default=2.0, show_default=True, help="Seconds of timed runs per batch size.")
+@click.option("--no-memory", is_flag=True, help="Skip the peak-RSS child process.")
+@preprocess_options
+@_trust_option
+def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, threads, min_time, no_memory, image_size, crop_ratio,
+              mean, std, trust_model):
+    """Latency percentiles, throughput, memory (and accuracy with --data) of one artifact, as report rows."""
+    from edgeres.evaluate import bench_artifact
+    from edgeres.report import markdown_table, write_csv
+    from edgeres.runtimes import artifact_info, artifact_kind
+
+    if not Path(artifact).exists():
+        raise EdgeresError(f"model file {artifact} does not exist")
+    kind = artifact_kind(artifact)
+    info = artifact_info(artifact, trust_model=trust_model) if kind != "engine" else artifact_info(artifact)
+    pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
+    rows = bench_artifact(artifact, pre, data=data, runtimes=list(runtimes) or None, batch_sizes=batch_sizes,
+                          threads=threads, min_time_s=min_time, memory=not no_memory, trust_model=trust_model)
+    click.echo(markdown_table(rows))
+    for r in rows:
+        if r["status"] != "ok":
+            click.secho(f"{r['runtime']}: {r['status']}: {r['note']}", fg="yellow", err=True)
+    if csv_out:
+        write_csv(csv_out, rows)
+        click.echo(f"wrote {csv_out}")

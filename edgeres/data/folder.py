@@ -1,0 +1,129 @@
+"""ImageFolder datasets: ``DIR/train`` + ``DIR/val``, or one class-per-folder root split deterministically by a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgeres_deploy.preprocess import imagefolder_samples
+
+from edgeres.errors import DataError
+
+
+@dataclass
+class DataSplits:
+    root: str
+    classes: list
+    train: list  # [(path, class_index)]
+    val: list
+
+    def describe(self) -> str:
+        return f"{self.root}: {len(self.classes)} classes, {len(self.train)} train / {len(self.val)} val images"
+
+
+def _scan(root: Path, what: str) -> tuple[list, list]:
+    if not root.is_dir():
+        raise DataError(f"{what} folder {root} does not exist; give an ImageFolder root (DIR/train/CLASS/*.jpg, DIR/val/CLASS/*.jpg)")
+    samples, classes = imagefolder_samples(root)
+    if not classes:
+        raise DataError(f"{root} has no class sub-folders; expected one folder per class holding its images")
+    counts = {c: 0 for c in classes}
+    for _, i in samples:
+        counts[classes[i]] += 1
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"class folder {root / empty[0]} holds no images (.jpg/.png/...); add images or remove the folder")
+    return samples, classes
+
+
+def resolve_data(root, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+    """Find train/val splits under ``root``.
+
+    ``root/train`` and ``root/val`` are used as they are; a root whose sub-folders are classes is split per class
+    with ``seed`` (the same seed gives the same split on every machine). A ``val``-only root evaluates only.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist; pass --data pointing at an ImageFolder root")
+    train_dir, val_dir = root / "train", root / "val"
+    if train_dir.is_dir() or val_dir.is_dir():
+        train, classes = _scan(train_dir, "train") if train_dir.is_dir() else ([], None)
+        val, vclasses = _scan(val_dir, "val") if val_dir.is_dir() else ([], None)
+        if classes is not None and vclasses is not None and classes != vclasses:
+            raise DataError(f"{train_dir} and {val_dir} have different class folders; they must match")
+        return DataSplits(str(root), classes or vclasses, train, val)
+    samples, classes = _scan(root, "data")
+    rng = random.Random(seed)
+    train, val = [], []
+    for ci in range(len(classes)):
+        items = sorted(p for p, i in samples if i == ci)
+        rng.shuffle(items)
+        n_val = max(1, int(round(len(items) * val_fraction))) if len(items) > 1 else 0
+        val += [(p, ci) for p in items[:n_val]]
+        train += [(p, ci) for p in items[n_val:]]
+    return DataSplits(str(root), classes, sorted(train), sorted(val))
+
+
+def data_hash(splits: DataSplits) -> str:
+    """A fingerprint of the data: class names and every file's relative path and size (fast on large sets)."""
+    h = hashlib.sha256()
+    h.update("\n".join(splits.classes).encode())
+    for split in (splits.train, splits.val):
+        for path, ci in split:
+            rel = os.path.relpath(path, splits.root)
+            h.update(f"{rel}\t{ci}\t{os.path.getsize(path)}\n".encode())
+    return h.hexdigest()
+
+
+def load_rgb(path: str):
+    """Open an image as RGB, or raise DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(
+            f"cannot read image {path} ({type(e).__name__}: {e}); delete or replace it, or pass --skip-corrupt"
+        ) from None
+
+
+class ImageDataset:
+    """A map-style dataset over [(path, class)] with a transform PIL -> tensor/array.
+
+    With ``skip_corrupt`` an unreadable image is reported once and replaced by the next readable one, so a run goes
+    on; without it the first unreadable image stops the run with its name.
+    """
+
+    def __init__(self, samples: list, transform: Callable, skip_corrupt: bool = False):
+        if not samples:
+            raise DataError("no images to load (the split is empty)")
+        self.samples = list(samples)
+        self.transform = transform
+        self.skip_corrupt = skip_corrupt
+        self._bad: set = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int):
+        for k in range(len(self.samples)):
+            path, target = self.samples[(idx + k) % len(self.samples)]
+            if path in self._bad:
+                continue
+            try:
+                img = load_rgb(path)
+            except DataError as e:
+                if not self.skip_corrupt:
+                    raise
+                self._bad.add(path)
+                warnings.warn(f"skipping corrupt image: {e}")
+                continue
+            return self.transform(img), target
+        raise DataError("every image in the split is unreadable")

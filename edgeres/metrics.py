@@ -1,0 +1,234 @@
+"""Measurement core: accuracy, latency, memory. Every stage is measured by these functions, the same way.
+
+The statistics are plain functions of recorded samples (a clock can be injected), so they are tested
+deterministically; the wall-clock goals themselves live in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------------------- accuracy
+def topk_accuracy(logits: np.ndarray, targets: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict:
+    """Top-k accuracy in percent. k larger than the class count counts as the class count."""
+    logits, targets = np.asarray(logits), np.asarray(targets)
+    if logits.ndim != 2 or len(logits) != len(targets):
+        raise ValueError(f"logits {logits.shape} and targets {targets.shape} do not match")
+    order = np.argsort(-logits, axis=1)
+    out = {}
+    for k in ks:
+        kk = min(k, logits.shape[1])
+        hit = (order[:, :kk] == targets[:, None]).any(axis=1)
+        out[f"top{k}"] = float(hit.mean() * 100.0) if len(targets) else float("nan")
+    return out
+
+
+def per_class_accuracy(logits: np.ndarray, targets: np.ndarray, classes: list) -> dict:
+    pred = np.asarray(logits).argmax(1)
+    targets = np.asarray(targets)
+    out = {}
+    for i, c in enumerate(classes):
+        m = targets == i
+        out[c] = float((pred[m] == i).mean() * 100.0) if m.any() else None
+    return out
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray) -> dict:
+    """Share (percent) of equal top-1 predictions and the largest absolute logit difference."""
+    logits, reference = np.asarray(logits, np.float32), np.asarray(reference, np.float32)
+    if logits.shape != reference.shape:
+        raise ValueError(f"logits {logits.shape} and reference {reference.shape} differ in shape")
+    return {
+        "agreement": float((logits.argmax(1) == reference.argmax(1)).mean() * 100.0),
+        "max_abs_dlogit": float(np.abs(logits - reference).max()) if logits.size else 0.0,
+    }
+
+
+def iter_batches(samples: list, pre, batch_size: int = 32, skip_corrupt: bool = False):
+    """Yield (float32 NCHW array, int64 targets) over [(path, class)] with the shared eval preprocessing."""
+    from edgeres.data.folder import ImageDataset
+
+    ds = ImageDataset(samples, pre, skip_corrupt)
+    for start in range(0, len(ds), batch_size):
+        items = [ds[i] for i in range(start, min(len(ds), start + batch_size))]
+        yield np.stack([x for x, _ in items]), np.asarray([y for _, y in items], np.int64)
+
+
+def run_logits(runtime, samples: list, pre, batch_size: int = 32, progress: str | None = None,
+               skip_corrupt: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a runtime over samples (batched; a fixed-batch artifact gets its batch size)."""
+    from tqdm import tqdm
+
+    bs = runtime.fixed_batch or batch_size
+    outs, tgts = [], []
+    n_batches = math.ceil(len(samples) / bs)
+    for x, y in tqdm(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
+                     disable=progress is None, leave=False, unit="batch"):
+        n = len(x)
+        if runtime.fixed_batch and n < bs:  # pad the last batch of a fixed-batch artifact
+            x = np.concatenate([x, np.repeat(x[-1:], bs - n, 0)])
+        outs.append(np.asarray(runtime.run(x), np.float32)[:n])
+        tgts.append(y)
+    return np.concatenate(outs), np.concatenate(tgts)
+
+
+# ---------------------------------------------------------------------------------------------------- latency
+@dataclass
+class LatencyStats:
+    batch_size: int
+    runs: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    std_ms: float
+    throughput_ips: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_latencies(times_s: list, batch_size: int) -> LatencyStats:
+    """Percentiles (linear interpolation, like numpy's default) of per-run times in seconds."""
+    if not times_s:
+        raise ValueError("no timed runs")
+    ms = np.asarray(times_s, np.float64) * 1000.0
+    mean = float(ms.mean())
+    return LatencyStats(
+        batch_size=int(batch_size),
+        runs=int(ms.size),
+        mean_ms=mean,
+        p50_ms=float(np.percentile(ms, 50)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+        std_ms=float(ms.std()),
+        throughput_ips=float(batch_size * 1000.0 / mean) if mean > 0 else float("nan"),
+    )
+
+
+def measure_latency(fn: Callable[[], object], batch_size: int = 1, warmup: int = 10, min_runs: int = 50,
+                    max_runs: int = 2000, min_time_s: float = 2.0, clock: Callable[[], float] = time.perf_counter,
+                    sync: Callable[[], None] | None = None) -> LatencyStats:
+    """Time ``fn`` after ``warmup`` calls: at least ``min_runs`` runs and ``min_time_s`` seconds, at most ``max_runs``.
+
+    ``sync`` (e.g. CUDA synchronise) is called after each run, inside the timed region.
+    """
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    times = []
+    t_total = 0.0
+    while len(times) < max_runs and (len(times) < min_runs or t_total < min_time_s):
+        t0 = clock()
+        fn()
+        if sync:
+            sync()
+        dt = clock() - t0
+        times.append(dt)
+        t_total += dt
+    return summarize_latencies(times, batch_size)
+
+
+def default_threads() -> int:
+    """Physical cores: the thread count every runtime is pinned to unless told otherwise."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+def onnx_macs_params(path_or_model, batch: int = 1) -> tuple[int, int]:
+    """(MACs, params) of an ONNX classifier at batch ``batch``, from the graph: Conv and Gemm/MatMul work.
+
+    Weights are followed through DequantizeLinear, so a Q/DQ INT8 file counts the same work as its FP32 source.
+    """
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(path_or_model)) if not isinstance(path_or_model, onnx.ModelProto) else path_or_model
+    inp = model.graph.input[0]
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if dims and not dims[0].HasField("dim_value"):
+        dims[0].ClearField("dim_param")
+        dims[0].dim_value = batch
+    model = shape_inference.infer_shapes(model)
+    del inp
+    inits = {i.name: i for i in model.graph.initializer}
+    shapes = {}
+    for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def weight(name):
+        while name not in inits and name in producer and producer[name].op_type in ("DequantizeLinear", "Identity", "Cast"):
+            name = producer[name].input[0]
+        return inits.get(name)
+
+    macs, params = 0, 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        w = weight(node.input[1])
+        if w is None:
+            continue
+        wshape = list(w.dims)
+        params += int(np.prod(wshape))
+        if len(node.input) > 2 and node.input[2]:
+            b = weight(node.input[2])
+            if b is not None:
+                params += int(np.prod(list(b.dims)))
+        out = shapes.get(node.output[0])
+        if not out or 0 in out:
+            continue
+        if node.op_type == "Conv":
+            macs += int(np.prod(out)) * int(np.prod(wshape[1:]))
+        else:
+            k = wshape[0] if node.op_type == "MatMul" else (wshape[1] if _trans_b(node) else wshape[0])
+            macs += int(np.prod(out)) * int(k)
+    del numpy_helper
+    return macs, params
+
+
+def _trans_b(node) -> bool:
+    return any(a.name == "transB" and a.i == 1 for a in node.attribute)
+
+
+def torch_macs_params(model, input_size: int, batch: int = 1) -> tuple[int, int]:
+    import torch
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, torch.randn(batch, 3, input_size, input_size))
+    model.train(was_training)
+    return int(macs), int(params)
+
+
+def peak_rss_mb(runtime: str, artifact: str, input_shape: tuple, runs: int = 10, threads: int | None = None,
+                timeout: float = 600.0, **options) -> float | None:
+    """Peak resident memory (MB) of a fresh process that loads ``artifact`` in ``runtime`` and runs it ``runs`` times."""
+    spec = {"runtime": runtime, "artifact": str(artifact), "shape": list(input_shape), "runs": runs,
+            "threads": threads, "options": options}
+    proc = subprocess.run([sys.executable, "-m", "edgeres.runtimes.probe", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        return None
+    try:
+        return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    except (ValueError, KeyError, IndexError):
+        return None

@@ -1,0 +1,116 @@
+"""Runtimes behind one small interface: load an artifact, run a batch, describe yourself.
+
+``torch`` (.pt), ``onnxruntime`` and ``openvino`` (.onnx), ``tensorrt`` (.engine). Optional runtimes are imported
+lazily, on load; when one cannot run here, :class:`RuntimeUnavailable` carries the reason that the report records
+as ``skipped``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeres.errors import EdgeresError
+
+
+class RuntimeUnavailable(Exception):
+    """This runtime cannot run here; ``str(e)`` says why (e.g. 'tensorrt not importable')."""
+
+
+_REGISTRY = {
+    "torch": "edgeres.runtimes.torch_rt:TorchRuntime",
+    "onnxruntime": "edgeres.runtimes.ort:OrtRuntime",
+    "openvino": "edgeres.runtimes.openvino_rt:OpenVinoRuntime",
+    "tensorrt": "edgeres.runtimes.tensorrt_rt:TensorRTRuntime",
+}
+_BY_KIND = {"pt": ["torch"], "onnx": ["onnxruntime", "openvino"], "engine": ["tensorrt"]}
+
+
+class Runtime:
+    """Base class. Subclasses set name/device/precision and implement run()."""
+
+    name = "base"
+    device = "cpu"
+    precision = "fp32"
+    fixed_batch: int | None = None
+    threads: int | None = None
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Wait for queued device work (GPU runtimes)."""
+
+    def gpu_mem_mb(self) -> float | None:
+        return None
+
+    def version(self) -> str:
+        return ""
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "device": self.device, "precision": self.precision,
+                "version": self.version(), "threads": self.threads, "fixed_batch": self.fixed_batch}
+
+
+def artifact_kind(path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        return "pt"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in (".engine", ".plan", ".trt"):
+        return "engine"
+    raise EdgeresError(f"{path}: unknown artifact type {suffix!r}; expected .pt, .onnx or .engine")
+
+
+def runtimes_for(path) -> list:
+    return list(_BY_KIND[artifact_kind(path)])
+
+
+def runtime_class(name: str):
+    if name not in _REGISTRY:
+        raise EdgeresError(f"unknown runtime {name!r}; choose one of {', '.join(_REGISTRY)}")
+    mod, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def load_runtime(name: str, artifact, **options) -> Runtime:
+    """Load ``artifact`` in runtime ``name``. Raises RuntimeUnavailable (with a reason) when it cannot run here."""
+    return runtime_class(name)(str(artifact), **options)
+
+
+@dataclass
+class ArtifactInfo:
+    """What an artifact says about itself: classes and preprocessing (empty where it carries no edgeres metadata)."""
+
+    classes: list = field(default_factory=list)
+    preprocess: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
+    kind = artifact_kind(path)
+    if kind == "pt":
+        from edgeres.models import load_model
+
+        meta = load_model(path, trust_model=trust_model).meta
+        return ArtifactInfo(list(meta.classes), dict(meta.preprocess), {"arch": meta.arch, "sparsity": meta.sparsity})
+    if kind == "onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # noqa: BLE001
+            raise EdgeresError(f"{path} is not a readable ONNX file ({e.__class__.__name__}); re-export it") from None
+        props = {p.key: p.value for p in model.metadata_props}
+        return ArtifactInfo(json.loads(props.get("edgeres.classes", "[]")), json.loads(props.get("edgeres.preprocess", "{}")),
+                            {k: v for k, v in props.items() if not k.startswith("edgeres.")})
+    sidecar = Path(str(path) + ".json")
+    if sidecar.exists():
+        d = json.loads(sidecar.read_text())
+        return ArtifactInfo(d.get("classes", []), d.get("preprocess", {}), d)
+    return ArtifactInfo()

@@ -1,0 +1,30 @@
+"""Child-process probe for peak resident memory: ``python -m edgeres.runtimes.probe '{json spec}'``.
+
+Loads one artifact in one runtime, runs it, and prints ``{"peak_rss_mb": ...}`` as its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    from edgeres.runtimes import load_runtime
+
+    spec = json.loads((argv or sys.argv[1:])[0])
+    rt = load_runtime(spec["runtime"], spec["artifact"], threads=spec.get("threads"), **spec.get("options", {}))
+    x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
+    for _ in range(int(spec.get("runs", 10))):
+        rt.run(x)
+    rt.sync()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_rss_mb": peak_kb * 1024 / 1e6, "gpu_mem_mb": rt.gpu_mem_mb()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures: small demo data and tiny models, made once per session (no downloads)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The embedded demo set, small: 10 classes x (12 train, 6 val), 72 px."""
+    from edgeres.data.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo") / "data", train_per_class=12, val_per_class=6, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, demo_data) -> Path:
+    """An edgeres checkpoint of a ResNet18 for the demo classes, 32 px, trained for a few steps."""
+    from edgeres.data import Preprocess
+    from edgeres.stages.train import TrainConfig, train_model
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train_model(demo_data, out, arch="resnet18", pre=Preprocess(size=32),
+                cfg=TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=3), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def r50_ckpt(tmp_path_factory, demo_data) -> Path:
+    """An (untrained) ResNet50 edgeres checkpoint for the demo classes at 32 px."""
+    from edgeres.data import Preprocess, data_hash, resolve_data
+    from edgeres.models import ModelMeta, build_model, save_checkpoint
+
+    import torch
+
+    torch.manual_seed(0)
+    splits = resolve_data(demo_data)
+    out = tmp_path_factory.mktemp("r50") / "r50.pt"
+    meta = ModelMeta(arch="resnet50", classes=splits.classes, preprocess=Preprocess(size=32).to_dict(),
+                     data_hash=data_hash(splits), data_root=str(demo_data))
+    model = build_model("resnet50", len(splits.classes))
+    save_checkpoint(out, model, meta)
+    return out
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run `python -m edgeres ARGS` in a child process; returns CompletedProcess (text)."""
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "edgeres", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=e, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
