@@ -255,3 +255,131 @@ def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, threads, min_time,
     if csv_out:
         write_csv(csv_out, rows)
         click.echo(f"wrote {csv_out}")
+
+
+# ------------------------------------------------------------------------------------------------ prune
+@main.command("prune")
+@click.option("--model", "model_path", type=click.Path(), required=True, help="Trained model (.pt).")
+@click.option("--data", type=click.Path(), default=None, help="ImageFolder root for fine-tuning and accuracy (default: the checkpoint's data).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option("--ratio", type=float, default=None, help="Channel ratio to remove, in (0, 1), e.g. 0.3.")
+@click.option("--target-macs", type=float, default=None, help="Instead of --ratio: keep this fraction of the MACs, e.g. 0.5.")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True)
+@click.option("--global-pruning", is_flag=True, help="Rank channels across layers instead of per layer.")
+@click.option("--round-to", type=click.IntRange(1), default=8, show_default=True, help="Channel counts rounded to a multiple of this.")
+@click.option("--iterative-steps", type=click.IntRange(1), default=1, show_default=True, help="Prune in steps, fine-tuning between them.")
+@click.option("--prune-stem", is_flag=True, help="Also prune the stem convolution (kept by default).")
+@click.option("--sparsity", type=click.Choice(["2:4"]), default=None, help="NVIDIA 2:4 structured sparsity (Orin/Thor).")
+@click.option("--target", default="jetson", show_default=True, help="Target profile (checked for 2:4 support).")
+@click.option("--finetune-epochs", type=click.IntRange(0), default=3, show_default=True)
+@click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.7, show_default=True, help="Weight of distillation from the unpruned model.")
+@click.option("--kd-temperature", type=click.FloatRange(0, min_open=True), default=4.0, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=5e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@preprocess_options
+@_trust_option
+def prune_cmd(model_path, data, out, ratio, target_macs, importance, global_pruning, round_to, iterative_steps,
+              prune_stem, sparsity, target, finetune_epochs, kd_alpha, kd_temperature, lr, batch_size, image_size,
+              crop_ratio, mean, std, trust_model):
+    """Structured channel pruning (+2:4 sparsity) with distillation fine-tuning; saves a weights-only checkpoint."""
+    from edgeres.stages.prune import FinetuneConfig, PruneConfig, run_prune
+    from edgeres.targets import get_target
+
+    cfg = PruneConfig(ratio=ratio, target_macs=target_macs, importance=importance, global_pruning=global_pruning,
+                      round_to=round_to, iterative_steps=iterative_steps, keep_stem=not prune_stem, sparsity=sparsity)
+    cfg.validate()
+    ft = FinetuneConfig(epochs=finetune_epochs, kd_alpha=kd_alpha, kd_temperature=kd_temperature, lr=lr, batch_size=batch_size)
+    res = run_prune(model_path, out, cfg, ft, data=data, target=get_target(target), trust_model=trust_model,
+                    pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+    click.echo(f"MACs {res['macs_before'] / 1e9:.3f} G -> {res['macs_after'] / 1e9:.3f} G "
+               f"({res['macs_before'] / max(1, res['macs_after']):.2f}x fewer), params {res['params_before'] / 1e6:.2f} M -> "
+               f"{res['params_after'] / 1e6:.2f} M, top-1 {res['top1_before']:.2f}% -> {res['top1_after']:.2f}%  -> {out}")
+
+
+# ------------------------------------------------------------------------------------------------ export
+@main.command("export")
+@click.option("--model", "model_path", type=click.Path(), required=True, help="Model (.pt) to export.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="ONNX file to write.")
+@click.option("--opset", type=click.IntRange(17, 23), default=17, show_default=True)
+@click.option("--fixed-batch", type=click.IntRange(1), default=None, help="Export a fixed batch size instead of a dynamic one.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
+@click.option("--data", type=click.Path(), default=None, help="Images for the parity check (default: the checkpoint's data, else random inputs).")
+@click.option("--num-classes", type=click.IntRange(1), default=None)
+@preprocess_options
+@_trust_option
+def export_cmd(model_path, out, opset, fixed_batch, no_simplify, data, num_classes, image_size, crop_ratio, mean, std,
+               trust_model):
+    """Export to ONNX (BN folded, simplified, metadata stored) and check parity with PyTorch on real images."""
+    from edgeres.stages.export import ExportConfig, run_export
+
+    cfg = ExportConfig(opset=opset, dynamic_batch=fixed_batch is None, batch=fixed_batch or 1, simplify=not no_simplify)
+    res = run_export(model_path, out, cfg, data=data, trust_model=trust_model, num_classes=num_classes,
+                     pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+    p = res["parity"]
+    click.echo(f"wrote {out} (opset {opset}, {res['nodes']} nodes); parity on {p['source']}: max |Δlogit| "
+               f"{p['max_abs_dlogit']:.2e}, top-1 agreement {p['agreement']:.1f}%")
+
+
+# ------------------------------------------------------------------------------------------------ quantize
+@main.command("quantize")
+@click.option("--onnx", "onnx_path", type=click.Path(), required=True, help="FP32 ONNX file (from edgeres export).")
+@click.option("--calib", type=click.Path(), required=True, help="Calibration images: an ImageFolder root (its train split, class-stratified) or any image folder.")
+@click.option("--target", required=True, help="Target profile: decides the INT8 flavour (TensorRT s8 Q/DQ or ORT u8s8).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option("--calib-size", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--method", type=click.Choice(["default", "minmax", "mean-minmax", "percentile", "histogram"]), default="default",
+              show_default=True, help="Activation range estimator (histogram = MSE-optimal ranges).")
+@click.option("--no-bias-correction", is_flag=True)
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, min_open=True), default=None,
+              help="Keep sensitive layers in float until top-1 is within this many points of FP32 (needs --data).")
+@click.option("--data", type=click.Path(), default=None, help="Validation images for accuracy (and --max-accuracy-drop).")
+@click.option("--calib-cache", "calib_cache", type=click.Path(dir_okay=False), default=None,
+              help="Also write a TensorRT calibration cache (default for TensorRT 8.x targets: OUT's folder/calib.cache).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@preprocess_options
+def quantize_cmd(onnx_path, calib, target, out, calib_size, method, no_bias_correction, max_accuracy_drop, data,
+                 calib_cache, seed, image_size, crop_ratio, mean, std):
+    """INT8 post-training quantization with NNCF, right for the target's runtime."""
+    from edgeres.stages.quantize import QuantizeConfig, run_quantize
+    from edgeres.targets import get_target
+
+    t = get_target(target)
+    cfg = QuantizeConfig(method=method, subset_size=calib_size, bias_correction=not no_bias_correction,
+                         max_accuracy_drop=max_accuracy_drop)
+    res = run_quantize(onnx_path, calib, t, out, cfg, data=data, calib_cache=calib_cache, seed=seed,
+                       pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+    s = res["summary"]
+    click.echo(f"wrote {out} for {t.name} ({res['format']}): {s['int8_layers']} INT8 layers, "
+               f"{len(s['float_layers'])} float, Q/DQ dtypes {s['qdq_dtypes']}; manifest {res['manifest']}")
+    if res.get("calib_cache"):
+        click.echo(f"TensorRT calibration cache: {res['calib_cache']}")
+    if res.get("top1_fp32") is not None:
+        click.echo(f"top-1 FP32 {res['top1_fp32']:.2f}% -> INT8 {res['top1_int8']:.2f}% "
+                   f"({res['top1_int8'] - res['top1_fp32']:+.2f} points, ONNX Runtime)")
+    ac = res.get("accuracy_control")
+    if ac:
+        click.echo(f"accuracy control kept {len(ac['float_layers'])} layers in float: {', '.join(ac['float_layers']) or '-'}")
+        for st in ac["steps"]:
+            click.echo(f"  reverted {st['reverted']} ops -> drop {st.get('drop_after_points', float('nan')):.2f} points")
+
+
+# ------------------------------------------------------------------------------------------------ check-onnx
+@main.command("check-onnx")
+@click.argument("onnx_file", type=click.Path())
+@click.option("--target", required=True, help="Target profile whose rules apply.")
+def check_onnx_cmd(onnx_file, target):
+    """Lint an ONNX file against a target's rules (Q/DQ dtypes and zero-points, ops, opset, shapes)."""
+    from edgeres.onnx_check import check_file
+    from edgeres.targets import get_target
+
+    t = get_target(target)
+    if not Path(onnx_file).exists():
+        raise EdgeresError(f"{onnx_file} does not exist")
+    violations = check_file(onnx_file, t)
+    for v in violations:
+        click.echo(str(v), err=v.severity == "error")
+    errors = [v for v in violations if v.severity == "error"]
+    if errors:
+        raise EdgeresError(f"{onnx_file} breaks {len(errors)} rule(s) of target {t.name}")
+    warn = len(violations) - len(errors)
+    click.echo(f"{onnx_file}: ok for {t.name}" + (f" ({warn} warnings)" if warn else ""))

@@ -73,7 +73,7 @@ def run_logits(runtime, samples: list, pre, batch_size: int = 32, progress: str 
     outs, tgts = [], []
     n_batches = math.ceil(len(samples) / bs)
     for x, y in tqdm(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
-                     disable=progress is None, leave=False, unit="batch"):
+                     disable=True if progress is None else None, leave=False, unit="batch"):
         n = len(x)
         if runtime.fixed_batch and n < bs:  # pad the last batch of a fixed-batch artifact
             x = np.concatenate([x, np.repeat(x[-1:], bs - n, 0)])

@@ -114,7 +114,7 @@ def make_demo(out, train_per_class: int = 120, val_per_class: int = 40, size: in
     out = Path(out)
     jobs = [(split, ci, k) for split, n in (("train", train_per_class), ("val", val_per_class))
             for ci in range(len(CLASSES)) for k in range(n)]
-    for split, ci, k in tqdm(jobs, desc="demo data", disable=not progress, unit="img"):
+    for split, ci, k in tqdm(jobs, desc="demo data", disable=None if progress else True, unit="img"):
         path = out / split / CLASSES[ci] / f"{k:05d}.png"
         if path.exists():
             continue

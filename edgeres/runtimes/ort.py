@@ -35,6 +35,7 @@ class OrtRuntime(Runtime):
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # errors only: no initializer-cleanup chatter
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
         if providers is None:

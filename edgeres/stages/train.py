@@ -67,7 +67,7 @@ def predict_logits(model, loader, device, progress_desc: str | None = None):
     model.eval()
     outs, targets = [], []
     with torch.inference_mode():
-        for x, y in tqdm(loader, desc=progress_desc, disable=progress_desc is None, leave=False):
+        for x, y in tqdm(loader, desc=progress_desc, disable=True if progress_desc is None else None, leave=False):
             outs.append(model(x.to(device)).float().cpu())
             targets.append(torch.as_tensor(y))
     return torch.cat(outs), torch.cat(targets)
@@ -184,7 +184,7 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
         _set_train_mode(net, cfg.freeze_backbone)
         loss_sum, n_batches = 0.0, 0
         bar = tqdm(train_dl, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (progress and is_main), leave=False, unit="batch")
+                   disable=None if (progress and is_main) else True, leave=False, unit="batch")
         for step, (x, y) in enumerate(bar):
             if step >= steps_per_epoch:
                 break

@@ -1,0 +1,390 @@
+"""INT8 post-training quantization of the ONNX graph with NNCF, per target.
+
+* TensorRT targets (``trt-qdq``): every QuantizeLinear/DequantizeLinear signed INT8, symmetric, zero-point 0; weights
+  per-channel (axis 0), activations per-tensor. NNCF's default gives UINT8 to post-ReLU activations, which
+  onnx-tensorrt rejects: edgeres forces signed activations in NNCF's configuration. Residual Adds are then rewritten
+  to TensorRT's placement rule: the Conv branch of an Add is left unquantized (TensorRT fuses Conv+Add and feeds the
+  Add at the Conv's output precision), the skip branch keeps its Q/DQ.
+* ``x86-cpu`` (``ort-u8s8``): ONNX Runtime's fast path: uint8 (asymmetric) activations, int8 per-channel weights.
+
+Calibration methods: ``minmax``, ``mean-minmax`` (NNCF's default), ``percentile``, ``histogram`` (MSE-optimal
+range from histograms). Fast bias correction is on by default. ``max_accuracy_drop`` runs NNCF's accuracy control,
+which keeps the most sensitive layers in floating point until the INT8 model is within the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeres.errors import EdgeresError
+
+PASS_THROUGH = ("MaxPool", "GlobalAveragePool", "AveragePool", "Flatten", "Reshape", "Identity")
+METHODS = ("default", "minmax", "mean-minmax", "percentile", "histogram")
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = "default"
+    subset_size: int = 512
+    fast_bias_correction: bool = True
+    bias_correction: bool = True
+    max_accuracy_drop: float | None = None  # points of top-1
+    ignored_nodes: list = field(default_factory=list)
+    trt_add_rule: bool = True  # rewrite residual Adds for TensorRT's Conv+Add fusion (trt-qdq only)
+
+
+def _range_estimator(method: str):
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    return {
+        "minmax": RangeEstimatorParametersSet.MINMAX,
+        "mean-minmax": RangeEstimatorParametersSet.MEAN_MINMAX,
+        "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
+        "histogram": RangeEstimatorParametersSet.HISTOGRAM,
+    }.get(method)
+
+
+def nncf_settings(quant_format: str, cfg: QuantizeConfig) -> dict:
+    """The keyword arguments for nncf.quantize that give the target's INT8 flavour."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    if cfg.method not in METHODS:
+        raise EdgeresError(f"unknown calibration method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    adv = AdvancedQuantizationParameters(disable_bias_correction=not cfg.bias_correction)
+    if quant_format == "trt-qdq":
+        # symmetric weights (signed int8, narrow range, per output channel) and symmetric per-tensor activations.
+        # NNCF's hardware configs do not let activations be forced signed (signedness_to_force conflicts with every
+        # HW config), so post-ReLU activations come out UINT8; force_signed_int8() rewrites them afterwards.
+        preset = nncf.QuantizationPreset.PERFORMANCE
+        device = nncf.TargetDevice.CPU
+    elif quant_format == "ort-u8s8":
+        preset = nncf.QuantizationPreset.MIXED  # symmetric int8 weights, asymmetric (uint8) activations
+        device = nncf.TargetDevice.CPU
+    else:
+        raise EdgeresError(f"quantization format {quant_format!r} has no INT8 recipe (this target does not run INT8)")
+    est = _range_estimator(cfg.method)
+    if est is not None:
+        adv.activations_range_estimator_params = est
+    kw = dict(preset=preset, target_device=device, subset_size=cfg.subset_size,
+              fast_bias_correction=cfg.fast_bias_correction, advanced_parameters=adv)
+    if cfg.ignored_nodes:
+        kw["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignored_nodes))
+    return kw
+
+
+# ------------------------------------------------------------------------------------------------ graph rules
+def _consumers(model) -> dict:
+    out: dict = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def apply_trt_add_rule(model) -> list:
+    """For each Add fed on both sides by Q/DQ, drop the Q/DQ pair on the branch that a Conv produces.
+
+    That is TensorRT's Q/DQ placement for residual blocks (Conv+Add fusion): the quantized skip input and the Conv
+    accumulate into one fused kernel. Returns the names of the Adds changed.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = _consumers(model)
+    remove, changed = set(), []
+    for add in [n for n in model.graph.node if n.op_type == "Add"]:
+        branches = []
+        for idx, name in enumerate(add.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                branches = []
+                break
+            src = producer.get(q.input[0])
+            branches.append((idx, dq, q, src))
+        if len(branches) != 2:
+            continue
+        conv_side = [b for b in branches if b[3] is not None and b[3].op_type == "Conv"]
+        if len(conv_side) != 1:
+            continue
+        idx, dq, q, src = conv_side[0]
+        # only if the Q/DQ pair feeds nothing but this Add
+        if len(consumers.get(dq.output[0], [])) != 1 or len(consumers.get(q.output[0], [])) != 1:
+            continue
+        add.input[idx] = q.input[0]
+        remove.update((id(dq), id(q)))
+        changed.append(add.name)
+    keep = [n for n in model.graph.node if id(n) not in remove]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    drop_unused_initializers(model)
+    return changed
+
+
+def force_signed_int8(model) -> int:
+    """Rewrite every UINT8 QuantizeLinear/DequantizeLinear to signed INT8 with zero-point 0 (TensorRT's only form).
+
+    A symmetric unsigned quantizer covers [0, 255*s]; the signed one with s' = 255*s/127 covers [-127*s', 127*s'],
+    the same upper bound, with one bit less resolution for non-negative tensors (what TensorRT's own calibration
+    gives a post-ReLU tensor too). An asymmetric one is widened to amax = max(|lo|, |hi|) of its range.
+    Returns the number of Q/DQ nodes rewritten.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    cache: dict = {}
+    changed = 0
+    retyped: set = set()
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        zp_init = inits[n.input[2]]
+        if zp_init.data_type != TensorProto.UINT8:
+            continue
+        key = (n.input[1], n.input[2])
+        if key not in cache:
+            s = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+            z = numpy_helper.to_array(zp_init).astype(np.float32)
+            lo, hi = (0 - z) * s, (255 - z) * s
+            new_s = (np.maximum(np.abs(lo), np.abs(hi)) / 127.0).astype(np.float32)
+            s_name, z_name = f"{n.input[1]}_s8", f"{n.input[2]}_s8"
+            model.graph.initializer.extend([numpy_helper.from_array(new_s, s_name),
+                                            numpy_helper.from_array(np.zeros(z.shape, np.int8), z_name)])
+            cache[key] = (s_name, z_name)
+        n.input[1], n.input[2] = cache[key]
+        changed += 1
+        if n.op_type == "QuantizeLinear":
+            retyped.add(n.output[0])
+    for vi in model.graph.value_info:  # the Q outputs' declared type follows the zero-point
+        if vi.name in retyped:
+            vi.type.tensor_type.elem_type = TensorProto.INT8
+    drop_unused_initializers(model)
+    return changed
+
+
+def drop_unused_initializers(model) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def qdq_summary(model) -> dict:
+    """Counts of Q/DQ nodes by dtype, zero-points seen, quantized/float Conv layers."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dtypes: dict = {}
+    nonzero_zp = 0
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
+            zp = numpy_helper.to_array(inits[n.input[2]])
+            dtypes[str(zp.dtype)] = dtypes.get(str(zp.dtype), 0) + 1
+            nonzero_zp += int(np.any(zp != 0))
+    float_convs, int8_convs = [], []
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul"):
+            p = producer.get(n.input[0])
+            # a DQ before MaxPool/pooling/flatten still feeds the layer INT8 data (TensorRT moves the DQ across them)
+            while p is not None and p.op_type in PASS_THROUGH:
+                p = producer.get(p.input[0])
+            (int8_convs if p is not None and p.op_type == "DequantizeLinear" else float_convs).append(n.name)
+    return {"qdq_dtypes": dtypes, "nonzero_zero_points": nonzero_zp, "int8_layers": len(int8_convs),
+            "float_layers": float_convs}
+
+
+# ------------------------------------------------------------------------------------------------ quantize
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _check_classifier(model, path) -> tuple[str, tuple]:
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise EdgeresError(f"{path} is not an image classifier: it needs one input and one output "
+                           f"(has {len(model.graph.input)} and {len(model.graph.output)})")
+    inp = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] != 3:
+        raise EdgeresError(f"{path} is not an image classifier: input {inp.name} has shape {dims}, expected [N, 3, H, W]")
+    out_dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
+    if len(out_dims) != 2:
+        raise EdgeresError(f"{path} is not an image classifier: output shape {out_dims}, expected [N, classes]")
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise EdgeresError(f"{path} is already quantized; quantize the FP32 export")
+    return inp.name, tuple(dims[1:])
+
+
+def _top1_fn(val_arrays, val_targets, batch: int = 32):
+    import onnxruntime as ort
+
+    def validate(model, _items=None) -> float:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        fixed = sess.get_inputs()[0].shape[0]
+        preds = []
+        step = fixed if isinstance(fixed, int) else batch
+        for i in range(0, len(val_arrays), step):
+            x = val_arrays[i : i + step]
+            n = len(x)
+            if isinstance(fixed, int) and n < fixed:
+                x = np.concatenate([x, np.repeat(x[-1:], fixed - n, 0)])
+            preds.append(sess.run(None, {name: x})[0][:n].argmax(1))
+        return float((np.concatenate(preds) == val_targets).mean())
+
+    return validate
+
+
+def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: QuantizeConfig | None = None,
+                  val_arrays: np.ndarray | None = None, val_targets: np.ndarray | None = None) -> dict:
+    """Quantize ``fp32_path`` for ``target`` with the calibration arrays; write ``out_path`` atomically.
+
+    Returns {"format", "summary", "adds_rewritten", "accuracy_control": {...} or None, "nncf_log": [...]}.
+    """
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports torch: no CUDA chatter
+    import nncf
+    import onnx
+
+    from calibration import nncf_dataset
+    from edgeres.utils import atomic_path
+
+    cfg = cfg or QuantizeConfig()
+    if not target.int8:
+        raise EdgeresError(f"target {target.name} has no useful INT8 ({', '.join(target.precisions)} only); "
+                           "deploy the FP32/FP16 export instead")
+    try:
+        model = onnx.load(str(fp32_path))
+    except Exception as e:  # noqa: BLE001
+        raise EdgeresError(f"{fp32_path} is not a readable ONNX file ({e.__class__.__name__})") from None
+    input_name, chw = _check_classifier(model, fp32_path)
+    if chw[1:] != (None, None) and tuple(calib_arrays.shape[1:]) != tuple(chw):
+        raise EdgeresError(f"calibration images preprocess to {tuple(calib_arrays.shape[1:])} but {fp32_path} takes {chw}; "
+                           "use the model's --image-size")
+    kw = nncf_settings(target.quant_format, cfg)
+    kw["subset_size"] = min(cfg.subset_size, len(calib_arrays))
+    capture = _Capture()
+    nlog = logging.getLogger("nncf")
+    nlog.addHandler(capture)
+    ac = None
+    try:
+        calib = nncf_dataset(calib_arrays, input_name)
+        if cfg.max_accuracy_drop is not None:
+            if val_arrays is None or len(val_arrays) == 0:
+                raise EdgeresError("--max-accuracy-drop needs validation images (--data)")
+            validate = _top1_fn(val_arrays, val_targets)
+            val_ds = nncf.Dataset(list(range(len(val_arrays))), lambda i: {input_name: val_arrays[i : i + 1]})
+            qmodel = nncf.quantize_with_accuracy_control(
+                model, calib, val_ds, validation_fn=validate, max_drop=cfg.max_accuracy_drop / 100.0,
+                drop_type=nncf.DropType.ABSOLUTE, preset=kw["preset"], target_device=kw["target_device"],
+                subset_size=kw["subset_size"], fast_bias_correction=kw["fast_bias_correction"],
+                ignored_scope=kw.get("ignored_scope"), advanced_quantization_parameters=kw["advanced_parameters"])
+            ac = _accuracy_control_report(capture.lines)
+        else:
+            qmodel = nncf.quantize(model, calib, **kw)
+    finally:
+        nlog.removeHandler(capture)
+    signed = force_signed_int8(qmodel) if target.quant_format == "trt-qdq" else 0
+    adds = apply_trt_add_rule(qmodel) if target.quant_format == "trt-qdq" and cfg.trt_add_rule else []
+    del qmodel.metadata_props[:]
+    qmodel.metadata_props.extend(model.metadata_props)
+    from edgeres.stages.export import set_metadata
+
+    set_metadata(qmodel, {"edgeres.quant_format": target.quant_format, "edgeres.target": target.name,
+                          "edgeres.calibration_method": cfg.method})
+    summary = qdq_summary(qmodel)
+    if ac is not None:
+        ac["float_layers"] = summary["float_layers"]
+    onnx.checker.check_model(qmodel)
+    with atomic_path(out_path) as tmp:
+        onnx.save(qmodel, str(tmp))
+    return {"format": target.quant_format, "summary": summary, "adds_rewritten": len(adds), "signed_rewrites": signed,
+            "accuracy_control": ac,
+            "nncf_log": capture.lines[-40:]}
+
+
+def _accuracy_control_report(lines: list) -> dict:
+    """What NNCF's accuracy control did: the steps it reverted and the drop after each (the cost of each group)."""
+    steps, initial = [], None
+    pending = None
+    for ln in lines:
+        m = re.search(r"Accuracy drop: ([-\d.e]+)", ln)
+        if m and initial is None:
+            initial = float(m.group(1)) * 100
+        m = re.search(r"Reverted (\d+) operations to the floating-point precision:\s*(.*)", ln, re.S)
+        if m:
+            pending = {"reverted": int(m.group(1)), "operations": [s.strip() for s in m.group(2).split("\n") if s.strip()]}
+        m = re.search(r"Accuracy drop with the new quantization scope is ([-\d.e]+)", ln)
+        if m and pending is not None:
+            pending["drop_after_points"] = float(m.group(1)) * 100
+            steps.append(pending)
+            pending = None
+    return {"initial_drop_points": initial, "steps": steps}
+
+
+def onnx_preprocess(onnx_path) -> dict:
+    from edgeres.runtimes import artifact_info
+
+    return artifact_info(onnx_path).preprocess
+
+
+def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None = None, data=None, calib_cache=None,
+                 seed: int = 0, pre_overrides: dict | None = None, calib_set=None) -> dict:
+    """`edgeres quantize`: choose the calibration set, write its manifest, quantize, measure FP32 vs INT8 top-1.
+
+    Writes ``out``, ``<out>.calib.json`` (the manifest) and, for TensorRT 8.x targets or when asked,
+    a TensorRT calibration cache. Nothing is written under ``out`` unless quantization succeeds.
+    """
+    import os
+    from pathlib import Path
+
+    import onnx
+
+    from calibration import activation_scales_from_qdq, calibration_set_from, load_arrays, write_manifest, write_trt_cache
+    from edgeres.data import resolve_data
+    from edgeres.metrics import iter_batches
+    from edgeres.stages import resolve_model_preprocess
+
+    cfg = cfg or QuantizeConfig()
+    if not Path(onnx_path).is_file():
+        raise EdgeresError(f"ONNX file {onnx_path} does not exist")
+    if not target.int8:
+        raise EdgeresError(f"target {target.name} has no useful INT8 ({', '.join(target.precisions)} only); "
+                           "deploy the FP32/FP16 export instead")
+    pre = resolve_model_preprocess(onnx_preprocess(onnx_path), pre_overrides)
+    cs = calib_set or calibration_set_from(calib_dir, cfg.subset_size, seed)
+    arrays = load_arrays(cs, pre)
+    val_x = val_y = None
+    if data:
+        splits = resolve_data(data)
+        batches = list(iter_batches(splits.val, pre, 64))
+        val_x = np.concatenate([b[0] for b in batches])
+        val_y = np.concatenate([b[1] for b in batches])
+    info = quantize_onnx(onnx_path, out, target, arrays, cfg, val_x, val_y)
+    manifest = f"{out}.calib.json"
+    write_manifest(manifest, cs, pre)
+    info["manifest"] = manifest
+    info["calibration_images"] = len(cs)
+    if calib_cache or target.implicit_int8:
+        path = calib_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "calib.cache")
+        write_trt_cache(path, activation_scales_from_qdq(onnx.load(str(out))), trt_version=_trt_cache_version(target))
+        info["calib_cache"] = path
+    if val_x is not None:
+        validate = _top1_fn(val_x, val_y)
+        info["top1_fp32"] = validate(onnx.load(str(onnx_path))) * 100
+        info["top1_int8"] = validate(onnx.load(str(out))) * 100
+    return info
+
+
+def _trt_cache_version(target) -> str:
+    v = target.trt_version or "8.5"
+    return {"8.5": "8.5.2", "8.2": "8.2.1"}.get(v, v + ".0")
