@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 failure (one clear line on stderr), 2 usage error.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -383,3 +382,185 @@ def check_onnx_cmd(onnx_file, target):
         raise EdgeresError(f"{onnx_file} breaks {len(errors)} rule(s) of target {t.name}")
     warn = len(violations) - len(errors)
     click.echo(f"{onnx_file}: ok for {t.name}" + (f" ({warn} warnings)" if warn else ""))
+
+
+# ------------------------------------------------------------------------------------------------ build-engine
+@main.command("build-engine")
+@click.option("--onnx", "onnx_path", type=click.Path(), required=True, help="Q/DQ INT8 (or FP32) ONNX file.")
+@click.option("--target", required=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Engine file (a .json sidecar is written beside it).")
+@click.option("--dla-core", type=click.IntRange(0), default=None, help="Run on this DLA core, GPU fallback on.")
+@click.option("--sparsity", is_flag=True, help="Let TensorRT use 2:4 sparse kernels (model pruned with --sparsity 2:4).")
+@click.option("--calib-cache", type=click.Path(dir_okay=False), default=None, help="Implicit INT8 from a cache (TensorRT 8.x, FP32 ONNX).")
+@preprocess_options
+def build_engine_cmd(onnx_path, target, out, dla_core, sparsity, calib_cache, image_size, crop_ratio, mean, std):
+    """Build a TensorRT engine (TRT 8.5 / 10.x / 11.x); without TensorRT here, say why and print the trtexec line."""
+    from edgeres.runtimes import artifact_info
+    from edgeres.stages.engine import run_engine
+    from edgeres.targets import get_target
+
+    if not Path(onnx_path).is_file():
+        raise EdgeresError(f"{onnx_path} does not exist")
+    info = artifact_info(onnx_path)
+    pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
+    res = run_engine(onnx_path, out, get_target(target), pre, classes=info.classes, dla_core=dla_core,
+                     sparsity=sparsity, calib_cache=calib_cache)
+    if res["status"] == "skipped":
+        click.secho(f"engine build skipped: {res['note']}", fg="yellow", err=True)
+        click.echo("run this on the device instead:")
+        click.echo(res["trtexec"])
+    else:
+        click.echo(f"wrote {out} ({res['sidecar']['precision']}, TensorRT {res['sidecar']['tensorrt_version']})")
+
+
+# ------------------------------------------------------------------------------------------------ optimize
+def optimize_options(f):
+    opts = [
+        click.option("--target", default=None, help="Target profile (default jetson = Orin family; see `edgeres targets`)."),
+        click.option("--data", type=click.Path(), default=None, help="ImageFolder root for accuracy and calibration (default: the checkpoint's data)."),
+        click.option("--calib", type=click.Path(), default=None, help="Calibration images (default: a stratified sample of the training split)."),
+        click.option("--prune", type=click.FloatRange(0, 0.95), default=None, help="Channel pruning ratio; 0 skips pruning (default 0.3)."),
+        click.option("--sparsity", type=click.Choice(["2:4"]), default=None, help="Also apply 2:4 sparsity (Orin/Thor)."),
+        click.option("--finetune-epochs", type=click.IntRange(0), default=None, help="Distillation fine-tuning after pruning (default 3)."),
+        click.option("--max-accuracy-drop", type=click.FloatRange(0), default=None,
+                     help="Accuracy budget in top-1 points for the recommendation (default 1.0)."),
+        click.option("--quant-max-drop", type=click.FloatRange(0, min_open=True), default=None,
+                     help="Accuracy-aware INT8: keep sensitive layers in float until within this many points."),
+        click.option("--calib-size", type=click.IntRange(1), default=None, help="Calibration images (default 512)."),
+        click.option("--calib-method", type=click.Choice(["default", "minmax", "mean-minmax", "percentile", "histogram"]), default=None),
+        click.option("--force", multiple=True, help="Redo this stage and every later one (repeatable)."),
+        click.option("--config", "config_file", type=click.Path(), default=None, help="YAML file of options (flags override it)."),
+        click.option("--latency-min-time", type=click.FloatRange(0.1), default=None, help="Seconds of timed runs per measurement (default 1)."),
+        click.option("--no-memory", is_flag=True, default=None, help="Skip peak-RSS measurement (child processes)."),
+        click.option("--threads", type=click.IntRange(1), default=None),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _build_config(ctx, config_file, cli_values: dict, base: dict | None = None):
+    """defaults < --config file < explicit flags."""
+    from click.core import ParameterSource
+
+    from edgeres.pipeline import OptimizeConfig, load_config_file
+
+    d = dict(base or {})
+    if config_file:
+        d.update(load_config_file(config_file))
+    for k, v in cli_values.items():
+        src = ctx.get_parameter_source(k) if k in ctx.params else None
+        if v is not None and (src in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) or k not in d):
+            d[k] = v
+    if "no_memory" in d:
+        d["measure_memory"] = not d.pop("no_memory")
+    return OptimizeConfig.from_dict({k: v for k, v in d.items() if v is not None})
+
+
+def _print_result(res):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"edgeres report: {res['run_dir']}")
+    cols = ["stage", "runtime", "precision", "top1", "Δtop1", "p50 ms", "img/s", "GMACs", "MB", "status"]
+    for c in cols:
+        table.add_column(c)
+    f = lambda v, p=2: "" if v is None else f"{v:.{p}f}"  # noqa: E731
+    for r in res["rows"]:
+        table.add_row(r["stage"], r["runtime"] or "", r["precision"] or "", f(r["top1"]), f(r["top1_delta"]),
+                      f(r["latency_p50_ms"], 3), f(r["throughput_ips"], 1), f(r["macs"] / 1e9 if r["macs"] else None, 3),
+                      f(r["model_size_mb"], 1), r["status"])
+    console.print(table)
+    rec = res["recommendation"]
+    if rec.get("artifact"):
+        extra = ", ".join(x for x in (
+            f"{rec['speedup']:.2f}x faster" if rec.get("speedup") else "",
+            f"{rec['size_reduction']:.2f}x smaller" if rec.get("size_reduction") else "",
+            f"{rec['macs_reduction']:.2f}x fewer MACs" if rec.get("macs_reduction") else "") if x)
+        console.print(f"recommended for the target: {rec['stage']}/{rec['artifact']} ({rec['precision']}), "
+                      f"top-1 {rec['top1']:.2f}% ({rec['top1_delta'] or 0:+.2f}){', ' + extra if extra else ''}")
+    else:
+        console.print(f"no recommendation: {rec.get('reason')}")
+    for r in res["rows"]:
+        if r["status"] != "ok":
+            click.secho(f"{r['stage']}: {r['status']}: {r['note']}", fg="yellow", err=True)
+    console.print(f"report: {res['report'].get('summary')} (report.csv, report.json, report.png) in {res['seconds']:.0f}s")
+
+
+@main.command("optimize")
+@click.option("--model", type=click.Path(), default=None, help="Trained model (.pt: edgeres checkpoint, state dict, TorchScript).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/MODEL-TARGET).")
+@optimize_options
+@preprocess_options
+@_trust_option
+@click.pass_context
+def optimize_cmd(ctx, model, out, target, data, calib, prune, sparsity, finetune_epochs, max_accuracy_drop, quant_max_drop,
+                 calib_size, calib_method, force, config_file, latency_min_time, no_memory, threads, image_size,
+                 crop_ratio, mean, std, trust_model):
+    """The whole pipeline: baseline -> prune -> export -> INT8 -> engine -> bundle -> report. Resumable.
+
+    Re-running the same command reuses every stage whose inputs are unchanged; --force STAGE redoes one and
+    everything after it. Ctrl-C leaves no corrupt artifact.
+    """
+    from edgeres.pipeline import optimize
+
+    vals = dict(model=model, out=out, target=target, data=data, calib=calib, prune=prune, sparsity=sparsity,
+                finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop,
+                calib_size=calib_size, calib_method=calib_method, latency_min_time=latency_min_time,
+                no_memory=no_memory or None, threads=threads, image_size=image_size, crop_ratio=crop_ratio,
+                mean=list(mean) if mean else None, std=list(std) if std else None, trust_model=trust_model or None)
+    cfg = _build_config(ctx, config_file, vals)
+    if not cfg.model:
+        raise click.UsageError("--model is required (or `model:` in --config)")
+    _print_result(optimize(cfg, tuple(force)))
+
+
+# ------------------------------------------------------------------------------------------------ demo
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Training epochs of the demo ResNet50.")
+@click.option("--image-size", type=click.IntRange(32, 224), default=64, show_default=True)
+@click.option("--train-per-class", type=click.IntRange(2), default=100, show_default=True)
+@click.option("--val-per-class", type=click.IntRange(2), default=30, show_default=True)
+@click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101"]), default="resnet50", show_default=True)
+@optimize_options
+@click.pass_context
+def demo_cmd(ctx, out, epochs, image_size, train_per_class, val_per_class, arch, target, data, calib, prune, sparsity,
+             finetune_epochs, max_accuracy_drop, quant_max_drop, calib_size, calib_method, force, config_file,
+             latency_min_time, no_memory, threads):
+    """The main job on the embedded default: make the demo data, train a ResNet50 briefly, optimize for Jetson."""
+    from edgeres.demo import run_demo
+
+    vals = dict(target=target, calib=calib, prune=prune, sparsity=sparsity, finetune_epochs=finetune_epochs,
+                max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop, calib_size=calib_size,
+                calib_method=calib_method, latency_min_time=latency_min_time, no_memory=no_memory or None, threads=threads)
+    res = run_demo(out, epochs=epochs, image_size=image_size, train_per_class=train_per_class,
+                   val_per_class=val_per_class, arch=arch, data=data,
+                   make_config=lambda base: _build_config(ctx, config_file, vals, base), force=tuple(force))
+    _print_result(res)
+
+
+# ------------------------------------------------------------------------------------------------ deploy / report
+@main.command("deploy")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True, help="A run directory of `edgeres optimize`.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Bundle to write (.tar.gz).")
+def deploy_cmd(run_dir, out):
+    """Write the deployment bundle of a run: model, runtime, labels, preprocessing, manifest, README, install.sh."""
+    from edgeres.bundle import bundle_from_run
+
+    res = bundle_from_run(run_dir, out)
+    click.echo(f"wrote {out} ({res['size_mb']:.1f} MB, {len(res['files'])} files); on the device: "
+               f"tar xzf {Path(out).name} && python3 -m edgeres_deploy verify")
+
+
+@main.command("report")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--merge", "merge_csv", type=click.Path(dir_okay=False), multiple=True,
+              help="A CSV written on the device (python3 -m edgeres_deploy bench/evaluate --csv): fold it into the report.")
+def report_cmd(run_dir, merge_csv):
+    """Rewrite a run's report, folding in rows measured on the device."""
+    from edgeres.report import merge_run_report
+
+    res = merge_run_report(run_dir, list(merge_csv))
+    click.echo(f"report of {run_dir}: {len(res['rows'])} rows ({res['merged']} from the device) -> {res['csv']}")

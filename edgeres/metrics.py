@@ -11,28 +11,18 @@ import math
 import os
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 
+# one definition for host and device: the bundle's runtime computes the same statistics
+from edgeres_deploy.metrics import LatencyStats, measure_latency, summarize_latencies, topk_accuracy
+
+__all__ = ["LatencyStats", "agreement", "default_threads", "iter_batches", "measure_latency", "onnx_macs_params",
+           "peak_rss_mb", "per_class_accuracy", "run_logits", "summarize_latencies", "topk_accuracy",
+           "torch_macs_params"]
+
 
 # ---------------------------------------------------------------------------------------------------- accuracy
-def topk_accuracy(logits: np.ndarray, targets: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict:
-    """Top-k accuracy in percent. k larger than the class count counts as the class count."""
-    logits, targets = np.asarray(logits), np.asarray(targets)
-    if logits.ndim != 2 or len(logits) != len(targets):
-        raise ValueError(f"logits {logits.shape} and targets {targets.shape} do not match")
-    order = np.argsort(-logits, axis=1)
-    out = {}
-    for k in ks:
-        kk = min(k, logits.shape[1])
-        hit = (order[:, :kk] == targets[:, None]).any(axis=1)
-        out[f"top{k}"] = float(hit.mean() * 100.0) if len(targets) else float("nan")
-    return out
-
-
 def per_class_accuracy(logits: np.ndarray, targets: np.ndarray, classes: list) -> dict:
     pred = np.asarray(logits).argmax(1)
     targets = np.asarray(targets)
@@ -83,63 +73,6 @@ def run_logits(runtime, samples: list, pre, batch_size: int = 32, progress: str 
 
 
 # ---------------------------------------------------------------------------------------------------- latency
-@dataclass
-class LatencyStats:
-    batch_size: int
-    runs: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    std_ms: float
-    throughput_ips: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def summarize_latencies(times_s: list, batch_size: int) -> LatencyStats:
-    """Percentiles (linear interpolation, like numpy's default) of per-run times in seconds."""
-    if not times_s:
-        raise ValueError("no timed runs")
-    ms = np.asarray(times_s, np.float64) * 1000.0
-    mean = float(ms.mean())
-    return LatencyStats(
-        batch_size=int(batch_size),
-        runs=int(ms.size),
-        mean_ms=mean,
-        p50_ms=float(np.percentile(ms, 50)),
-        p90_ms=float(np.percentile(ms, 90)),
-        p99_ms=float(np.percentile(ms, 99)),
-        std_ms=float(ms.std()),
-        throughput_ips=float(batch_size * 1000.0 / mean) if mean > 0 else float("nan"),
-    )
-
-
-def measure_latency(fn: Callable[[], object], batch_size: int = 1, warmup: int = 10, min_runs: int = 50,
-                    max_runs: int = 2000, min_time_s: float = 2.0, clock: Callable[[], float] = time.perf_counter,
-                    sync: Callable[[], None] | None = None) -> LatencyStats:
-    """Time ``fn`` after ``warmup`` calls: at least ``min_runs`` runs and ``min_time_s`` seconds, at most ``max_runs``.
-
-    ``sync`` (e.g. CUDA synchronise) is called after each run, inside the timed region.
-    """
-    for _ in range(warmup):
-        fn()
-        if sync:
-            sync()
-    times = []
-    t_total = 0.0
-    while len(times) < max_runs and (len(times) < min_runs or t_total < min_time_s):
-        t0 = clock()
-        fn()
-        if sync:
-            sync()
-        dt = clock() - t0
-        times.append(dt)
-        t_total += dt
-    return summarize_latencies(times, batch_size)
-
-
 def default_threads() -> int:
     """Physical cores: the thread count every runtime is pinned to unless told otherwise."""
     try:
@@ -157,17 +90,15 @@ def onnx_macs_params(path_or_model, batch: int = 1) -> tuple[int, int]:
     Weights are followed through DequantizeLinear, so a Q/DQ INT8 file counts the same work as its FP32 source.
     """
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     model = onnx.load(str(path_or_model)) if not isinstance(path_or_model, onnx.ModelProto) else path_or_model
-    inp = model.graph.input[0]
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # a copy: the batch is fixed below
     dims = model.graph.input[0].type.tensor_type.shape.dim
     if dims and not dims[0].HasField("dim_value"):
         dims[0].ClearField("dim_param")
         dims[0].dim_value = batch
     model = shape_inference.infer_shapes(model)
-    del inp
     inits = {i.name: i for i in model.graph.initializer}
     shapes = {}
     for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
@@ -200,7 +131,6 @@ def onnx_macs_params(path_or_model, batch: int = 1) -> tuple[int, int]:
         else:
             k = wshape[0] if node.op_type == "MatMul" else (wshape[1] if _trans_b(node) else wshape[0])
             macs += int(np.prod(out)) * int(k)
-    del numpy_helper
     return macs, params
 
 

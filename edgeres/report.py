@@ -12,15 +12,11 @@ import os
 import platform
 from pathlib import Path
 
+from edgeres_deploy.metrics import REPORT_COLUMNS
+
 from edgeres.utils import atomic_path, write_json_atomic, write_text_atomic
 
-COLUMNS = [
-    "stage", "artifact", "runtime", "device", "precision", "batch_size", "input_size",
-    "top1", "top5", "top1_delta", "agreement",
-    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_ips",
-    "params", "macs", "model_size_mb", "peak_rss_mb", "gpu_mem_mb",
-    "status", "note",
-]
+COLUMNS = REPORT_COLUMNS  # DESIGN.md §3; defined once, beside the device runtime that writes it too
 STATUSES = ("ok", "skipped", "failed")
 _ROUND = {"top1": 3, "top5": 3, "top1_delta": 3, "agreement": 3, "latency_p50_ms": 4, "latency_p90_ms": 4,
           "latency_p99_ms": 4, "throughput_ips": 2, "model_size_mb": 3, "peak_rss_mb": 1, "gpu_mem_mb": 1}
@@ -208,3 +204,36 @@ def merge(base_rows: list, device_rows: list) -> list:
 
 
 __all__ = ["COLUMNS", "host_info", "merge", "new_row", "read_csv", "rows_to_csv", "write_csv", "write_report", "json"]
+
+
+def merge_run_report(run_dir, device_csvs: list) -> dict:
+    """`edgeres report --merge`: fold device CSVs (same schema) into a run's report and rewrite it."""
+    from edgeres.errors import EdgeresError
+
+    run_dir = Path(run_dir)
+    csv_path = run_dir / "report.csv"
+    if not csv_path.exists():
+        raise EdgeresError(f"{run_dir} has no report.csv; run `edgeres optimize` first")
+    rows = read_csv(csv_path)
+    try:
+        doc = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        doc = {}
+    merged = 0
+    for path in device_csvs:
+        try:
+            dev = read_csv(path)
+        except (OSError, ValueError) as e:
+            raise EdgeresError(f"cannot merge {path}: {e}") from None
+        base = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "torch"), None)
+        for r in dev:
+            if base and r.get("top1") is not None and r.get("top1_delta") is None and base.get("top1") is not None:
+                r["top1_delta"] = r["top1"] - base["top1"]
+            r["note"] = ((r.get("note") or "") + " [measured on the device]").strip()
+        rows = merge(rows, dev)
+        merged += len(dev)
+    extra = {k: v for k, v in doc.items() if k not in ("host", "rows")}
+    extra["merged_from"] = [str(p) for p in device_csvs]
+    write_report(run_dir, rows, doc.get("host", host_info()), ["Rows measured on the device are marked in their note."],
+                 extra=extra)
+    return {"rows": rows, "merged": merged, "csv": str(csv_path)}

@@ -11,8 +11,6 @@ An edgeres checkpoint is a plain dict (tensors, strings, numbers) that loads wit
 
 from __future__ import annotations
 
-import io
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -6,7 +6,6 @@ Loads one artifact in one runtime, runs it, and prints ``{"peak_rss_mb": ...}`` 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 
 
@@ -21,8 +20,9 @@ def main(argv=None) -> int:
     for _ in range(int(spec.get("runs", 10))):
         rt.run(x)
     rt.sync()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"peak_rss_mb": peak_kb * 1024 / 1e6, "gpu_mem_mb": rt.gpu_mem_mb()}))
+    from edgeres_deploy.metrics import peak_rss_mb
+
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "gpu_mem_mb": rt.gpu_mem_mb()}))
     return 0
 
 

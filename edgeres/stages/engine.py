@@ -1,0 +1,82 @@
+"""TensorRT engine build as an edgeres stage: builds where TensorRT and a CUDA device are present, otherwise records
+``skipped`` with the reason and gives the equivalent trtexec line to run on the device.
+
+The build itself is ``edgeres_deploy.trt.build_engine``: the same code the bundle runs on the Jetson.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from edgeres_deploy.trt import BuildSpec, trtexec_command
+
+from edgeres.errors import EdgeresError
+
+
+def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", dla_core: int | None = None,
+               sparsity: bool = False, calib_cache: str | None = None, int8: bool | None = None,
+               timing_cache: str | None = None, fixed_batch: int | None = None) -> BuildSpec:
+    """The BuildSpec for ``target``: precisions, workspace, batch profile, DLA and 2:4 checked against the profile."""
+    if target.runtime != "tensorrt":
+        raise EdgeresError(f"target {target.name} runs {target.runtime}, not TensorRT: no engine to build")
+    if dla_core is not None and dla_core >= target.dla_cores:
+        raise EdgeresError(f"target {target.name} has {target.dla_cores} DLA cores; --dla-core {dla_core} is not one of them")
+    if sparsity and not target.sparsity_2_4:
+        raise EdgeresError(f"target {target.name} has no 2:4 sparse tensor cores")
+    if int8 is None:
+        int8 = target.int8 and _is_qdq(onnx_path) or bool(calib_cache)
+    if int8 and not target.int8:
+        raise EdgeresError(f"target {target.name} has no useful INT8; build an FP16 engine from the FP32 export")
+    batch = (fixed_batch, fixed_batch, fixed_batch) if fixed_batch else (1, target.batch, target.max_batch)
+    return BuildSpec(onnx=str(onnx_path), engine=str(engine_path), input_name=input_name,
+                     input_shape=(3, pre.size, pre.size), batch=batch, int8=int8, fp16="fp16" in target.precisions,
+                     dla_core=dla_core, sparsity=sparsity, workspace_mb=target.workspace_mb,
+                     timing_cache=timing_cache, calib_cache=calib_cache, trt_family=target.trt_family or 10)
+
+
+def _is_qdq(onnx_path) -> bool:
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    return any(n.op_type == "QuantizeLinear" for n in m.graph.node)
+
+
+def _onnx_io(onnx_path) -> tuple[str, int | None]:
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    inp = m.graph.input[0]
+    d0 = inp.type.tensor_type.shape.dim[0]
+    return inp.name, (d0.dim_value if d0.HasField("dim_value") else None)
+
+
+def trtexec_line(spec: BuildSpec) -> str:
+    return " ".join(shlex.quote(a) for a in trtexec_command(spec))
+
+
+def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None, dla_core: int | None = None,
+               sparsity: bool = False, calib_cache: str | None = None, log=print) -> dict:
+    """Build the engine, or return {"status": "skipped", "note": why, "trtexec": line} where TensorRT cannot run."""
+    from edgeres_deploy.cuda_mem import BackendUnavailable
+    from edgeres_deploy.trt import build_engine
+
+    name, fixed = _onnx_io(onnx_path)
+    timing = str(Path(engine_path).with_name("timing.cache"))
+    spec = build_spec(onnx_path, engine_path, target, pre, input_name=name, dla_core=dla_core, sparsity=sparsity,
+                      calib_cache=calib_cache if calib_cache and target.implicit_int8 and not _is_qdq(onnx_path) else None,
+                      timing_cache=timing, fixed_batch=fixed)
+    line = trtexec_line(spec)
+    try:
+        sidecar = build_engine(spec, extra_meta={"classes": list(classes or []), "preprocess": pre.to_dict(),
+                                                 "target": target.name}, log=log)
+    except BackendUnavailable as e:
+        return {"status": "skipped", "note": str(e), "trtexec": line, "spec": spec}
+    return {"status": "ok", "note": "", "trtexec": line, "spec": spec, "sidecar": sidecar}
+
+
+def spec_json(spec: BuildSpec) -> str:
+    from edgeres_deploy.trt import spec_to_dict
+
+    return json.dumps(spec_to_dict(spec), indent=2)
