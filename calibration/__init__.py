@@ -6,7 +6,6 @@ A calibration set always uses exactly the eval preprocessing (``edgeres_deploy.p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeres_deploy.bundle import sha256
 from edgeres_deploy.preprocess import IMAGE_EXTENSIONS, Preprocess
 
 DEFAULT_SIZE = 512
@@ -85,21 +85,13 @@ def select_unlabeled(folder, n: int = DEFAULT_SIZE, seed: int = 0) -> Calibratio
     return CalibrationSet([(p, None) for p in sorted(paths[:n])], seed, str(folder), "unlabeled")
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(path, calib: CalibrationSet, pre: Preprocess) -> dict:
     """Write the manifest (paths, sha256, labels, seed, preprocessing) atomically; returns it."""
     root = calib.source if calib.source and os.path.isdir(calib.source) else None
     doc = {
         "format": MANIFEST_FORMAT, "version": 1, "seed": calib.seed, "strategy": calib.strategy, "source": calib.source,
         "count": len(calib), "preprocess": pre.to_dict(), "classes": calib.classes,
-        "images": [{"path": os.path.relpath(p, root) if root else p, "sha256": _sha256(p), "label": lab}
+        "images": [{"path": os.path.relpath(p, root) if root else p, "sha256": sha256(p), "label": lab}
                    for p, lab in calib.items],
     }
     tmp = f"{path}.tmp{os.getpid()}"
@@ -122,7 +114,7 @@ def load_manifest(path, verify: bool = True) -> tuple[CalibrationSet, Preprocess
         if verify:
             if not os.path.exists(p):
                 raise CalibrationError(f"calibration image {p} from {path} is missing")
-            if _sha256(p) != im["sha256"]:
+            if sha256(p) != im["sha256"]:
                 raise CalibrationError(f"calibration image {p} changed since {path} was written (sha256 differs)")
         items.append((p, im.get("label")))
     return CalibrationSet(items, doc["seed"], root, doc.get("strategy", ""), doc.get("classes", [])), Preprocess.from_dict(doc["preprocess"])

@@ -58,15 +58,11 @@ def preprocess_options(f):
 
 def resolve_preprocess(stored: dict | None, image_size=None, crop_ratio=None, mean=None, std=None):
     """Flags override what the artifact stores; what neither says takes the defaults."""
-    from edgeres.data import Preprocess
+    from edgeres.stages import resolve_model_preprocess
 
-    d = dict(stored or {})
-    for k, v in (("size", image_size), ("crop_ratio", crop_ratio), ("mean", mean), ("std", std)):
-        if v is not None:
-            d[k] = v
     try:
-        return Preprocess.from_dict(d)
-    except ValueError as e:
+        return resolve_model_preprocess(stored, dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+    except EdgeresError as e:
         raise click.UsageError(str(e)) from None
 
 

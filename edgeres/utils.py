@@ -10,6 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from edgeres_deploy.bundle import sha256 as sha256_file  # one definition for host and device
+
+__all__ = ["atomic_path", "file_size_mb", "seed_everything", "sha256_file", "sha256_json", "write_json_atomic",
+           "write_text_atomic"]
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
@@ -41,14 +46,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_json(obj) -> str:

@@ -11,7 +11,6 @@ one inference path serves all three.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgeres_deploy.bundle import sha256
 from edgeres_deploy.cuda_mem import BackendUnavailable, cuda_api
 
 
@@ -86,14 +86,6 @@ def trtexec_command(spec: BuildSpec) -> list:
     if spec.timing_cache:
         cmd.append(f"--timingCacheFile={spec.timing_cache}")
     return cmd
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cache_calibrator(trt, cache_path: str):
@@ -192,7 +184,7 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         "sparsity": spec.sparsity,
         "workspace_mb": spec.workspace_mb,
         "onnx": os.path.basename(spec.onnx),
-        "onnx_sha256": _sha256(spec.onnx),
+        "onnx_sha256": sha256(spec.onnx),
         "build_seconds": round(seconds, 2),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -240,6 +240,7 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     seconds = time.time() - t_start
     if distributed:
         dist.barrier()
+        dist.destroy_process_group()
     model.cpu().eval()
     return {"best_top1": best, "last_top1": history[-1]["val_top1"] if history else None,
             "epochs": cfg.epochs, "seconds": seconds, "images_per_s": seen / seconds if seconds > 0 else None,
@@ -280,4 +281,5 @@ def train_model(data, out, arch: str = "resnet50", pre=None, cfg: TrainConfig | 
                      data_root=str(Path(data).resolve()), extra={"train": asdict(cfg)})
     if _dist_env()[1] == 0 and progress:
         print(splits.describe())
-    return fit(model, splits, pre, cfg, out, meta, resume=resume, progress=progress)
+    result = fit(model, splits, pre, cfg, out, meta, resume=resume, progress=progress)
+    return result if _dist_env()[1] == 0 else None  # one report, from rank 0

@@ -1,0 +1,57 @@
+"""Every module imports with no optional dependency installed (tensorrt, pycuda, cuda-python, openvino)."""
+
+import subprocess
+import sys
+
+SCRIPT = r"""
+import importlib, importlib.abc, pkgutil, sys
+
+BLOCKED = {"tensorrt", "pycuda", "cuda", "openvino"}
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked for the test: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+import edgeres, calibration, edgeres_deploy
+names = []
+for pkg in (edgeres, calibration, edgeres_deploy):
+    names.append(pkg.__name__)
+    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        names.append(m.name)
+for n in names:
+    importlib.import_module(n)
+assert not BLOCKED & set(m.split(".")[0] for m in sys.modules), "an optional dependency was imported"
+heavy = {"tensorrt", "openvino"} & set(sys.modules)
+assert not heavy, heavy
+print(len(names))
+"""
+
+
+def test_every_module_imports_without_optional_dependencies():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.strip().splitlines()[-1]) >= 25
+
+
+def test_runtime_unavailable_reasons_without_optional_dependencies(tmp_path):
+    script = SCRIPT.split("import edgeres, calibration")[0] + r"""
+from edgeres.runtimes import RuntimeUnavailable, load_runtime
+for name in ("tensorrt", "openvino"):
+    try:
+        load_runtime(name, "x.engine" if name == "tensorrt" else "x.onnx")
+    except RuntimeUnavailable as e:
+        print(name, "->", e)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tensorrt -> tensorrt not importable" in proc.stdout
+    assert "openvino -> openvino not importable" in proc.stdout
+
+
+def test_cli_help_without_optional_dependencies():
+    script = SCRIPT.split("import edgeres, calibration")[0] + "from edgeres.cli import main\nmain(['--help'])\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "optimize" in proc.stdout

@@ -1,0 +1,147 @@
+"""End to end: `optimize` on a tiny configuration — every stage's row, the skipped engine with its reason, resume,
+--force, an interrupted run that resumes cleanly, config files, data resolution."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgeres.errors import EdgeresError
+from edgeres.pipeline import STAGES, OptimizeConfig, optimize
+from edgeres.report import COLUMNS, read_csv
+
+
+def _cfg(model, out, **kw):
+    base = dict(model=str(model), out=str(out), target="jetson", prune=0.3, finetune_epochs=1, calib_size=20,
+                latency_min_time=0.1, measure_memory=False, batch_size=16)
+    base.update(kw)
+    return OptimizeConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_ckpt):
+    out = tmp_path_factory.mktemp("run") / "r"
+    res = optimize(_cfg(tiny_ckpt, out), log=lambda *a: None)
+    return out, res
+
+
+def test_every_stage_has_a_row(first_run):
+    out, res = first_run
+    rows = read_csv(out / "report.csv")
+    assert {r["stage"] for r in rows} == set(STAGES)
+    by = {(r["stage"], r["runtime"]): r for r in rows}
+    for key in (("baseline", "torch"), ("baseline", "onnxruntime"), ("prune", "torch"), ("export", "onnxruntime"),
+                ("quantize", "onnxruntime")):
+        r = by[key]
+        assert r["status"] == "ok" and r["top1"] is not None and r["latency_p50_ms"] is not None, key
+        assert r["macs"] and r["params"] and r["model_size_mb"], key
+    assert by[("baseline", "torch")]["top1_delta"] == 0.0 and by[("baseline", "torch")]["agreement"] == 100.0
+    assert by[("prune", "torch")]["macs"] < 0.6 * by[("baseline", "torch")]["macs"]
+    assert by[("quantize", "onnxruntime")]["precision"] == "int8"
+    eng = by[("engine", "tensorrt")]
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert eng["status"] == "skipped" and "tensorrt not importable" in eng["note"] and "trtexec --onnx=" in eng["note"]
+    assert by[("bundle", "edgeres_deploy")]["status"] == "ok"
+    with open(out / "report.csv") as f:
+        assert f.readline().strip().split(",") == COLUMNS
+    for name in ("report.json", "report.png", "summary.md", "config.yaml", "manifest.json"):
+        assert (out / name).exists(), name
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["host"]["cpu"] and "onnxruntime" in doc["host"]["versions"]
+    assert doc["recommendation"].get("artifact") or doc["recommendation"].get("reason")
+    assert "Recommended" in (out / "summary.md").read_text() or "No recommendation" in (out / "summary.md").read_text()
+    for s in STAGES:
+        assert (out / s / "stage.json").exists()
+    assert (out / "bundle" / "bundle.tar.gz").exists()
+
+
+def test_resume_redoes_nothing_and_force_redoes_from_stage(first_run, tiny_ckpt):
+    out, _ = first_run
+    before = {s: (out / s / "stage.json").stat().st_mtime_ns for s in STAGES}
+    res = optimize(_cfg(tiny_ckpt, out), log=lambda *a: None)
+    assert res["ran"] == []
+    assert {s: (out / s / "stage.json").stat().st_mtime_ns for s in STAGES} == before
+    res = optimize(_cfg(tiny_ckpt, out), force=("quantize",), log=lambda *a: None)
+    assert res["ran"] == ["quantize", "engine", "bundle"]
+    # a changed option redoes the stage it feeds and what follows
+    res = optimize(_cfg(tiny_ckpt, out, calib_size=24), log=lambda *a: None)
+    assert res["ran"] == ["quantize", "engine", "bundle"]
+
+
+def test_deploy_from_run(first_run, cli, tmp_path):
+    out, _ = first_run
+    proc = cli("deploy", "--run", out, "--out", tmp_path / "b.tar.gz")
+    assert proc.returncode == 0, proc.stderr
+    import tarfile
+
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        assert "manifest.json" in tar.getnames() and "model.onnx" in tar.getnames()
+
+
+def test_report_merge_folds_device_rows(first_run, cli, tmp_path):
+    import shutil
+
+    out, _ = first_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    dev = tmp_path / "device.csv"
+    dev.write_text(",".join(COLUMNS) + "\n" + "engine,model.engine,tensorrt,Orin,int8,1,32,11.0,50.0,,,0.41,0.45,0.5,2400,,,3.1,,12,ok,\n")
+    proc = cli("report", "--run", run, "--merge", dev)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(run / "report.csv")
+    eng = [r for r in rows if r["stage"] == "engine"]
+    assert len(eng) == 1 and eng[0]["status"] == "ok" and eng[0]["latency_p50_ms"] == 0.41
+    assert eng[0]["top1_delta"] is not None and "measured on the device" in eng[0]["note"]
+
+
+def test_no_data_is_a_clear_error(tmp_path):
+    from edgeres.models import ModelMeta, build_model, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", build_model("resnet18", 3), ModelMeta(arch="resnet18", classes=list("abc")))
+    with pytest.raises(EdgeresError, match="INT8 calibration need images"):
+        optimize(_cfg(tmp_path / "m.pt", tmp_path / "r"), log=lambda *a: None)
+
+
+def test_config_file_and_cli(cli, tmp_path, tiny_ckpt):
+    cfg = tmp_path / "edgeres.yaml"
+    cfg.write_text(f"model: {tiny_ckpt}\nprune: 0\ntarget: x86-cpu\ncalib_size: 10\nlatency_min_time: 0.1\nmeasure_memory: false\n")
+    proc = cli("optimize", "--config", cfg, "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import yaml
+
+    resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert resolved["prune"] == 0 and resolved["target"] == "x86-cpu"
+    rows = read_csv(tmp_path / "r" / "report.csv")
+    by = {(r["stage"], r["runtime"]): r for r in rows}
+    assert by[("prune", "torch")]["status"] == "skipped" and "--prune 0" in by[("prune", "torch")]["note"]
+    assert by[("engine", "tensorrt")]["status"] == "skipped"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: x\n")
+    proc = cli("optimize", "--config", bad)
+    assert proc.returncode == 1 and "unknown config keys" in proc.stderr
+
+
+def test_interrupted_run_resumes_cleanly(tmp_path, tiny_ckpt):
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "edgeres", "optimize", "--model", str(tiny_ckpt), "--out", str(out), "--prune", "0.3",
+            "--finetune-epochs", "3", "--calib-size", "20", "--latency-min-time", "0.1", "--no-memory"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "baseline" / "stage.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside the prune stage's fine-tuning
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert (out / "baseline" / "stage.json").exists() and not (out / "bundle" / "stage.json").exists()
+    assert not [p for p in out.rglob("*.tmp")], "a half-written file was left"
+    res = optimize(_cfg(tiny_ckpt, out, finetune_epochs=3, batch_size=32), log=lambda *a: None)
+    assert res["ran"][0] != "baseline" and "bundle" in res["ran"]
+    assert all((out / s / "stage.json").exists() for s in STAGES)
