@@ -168,7 +168,7 @@ def stage_prune(ctx: Context) -> StageResult:
 
     cfg = ctx.cfg
     if not cfg.prune and not cfg.sparsity:
-        return StageResult("skipped", "pruning off (--prune 0)", rows=[_skip_row("prune", "torch", "pruning off (--prune 0)")])
+        return StageResult("skipped", "pruning off (--prune 0)", rows=[_skip_row("prune", "torch", "pruning off (--prune 0)", ctx)])
     d = ctx.stage_dir("prune")
     from edgeres.models import load_model
 
@@ -190,10 +190,11 @@ def stage_prune(ctx: Context) -> StageResult:
     return StageResult(artifacts={"model": "prune/model.pt"}, rows=rows, info=keep)
 
 
-def _skip_row(stage, runtime, note):
+def _skip_row(stage, runtime, note, ctx: "Context | None" = None):
     from edgeres.report import new_row
 
-    return new_row(stage=stage, runtime=runtime, status="skipped", note=note)
+    extra = {"batch_size": ctx.mcfg.batch_sizes[0], "input_size": ctx.pre.size} if ctx is not None else {}
+    return new_row(stage=stage, runtime=runtime, status="skipped", note=note, **extra)
 
 
 def stage_export(ctx: Context) -> StageResult:
@@ -233,7 +234,7 @@ def stage_quantize(ctx: Context) -> StageResult:
     t = ctx.target
     if not t.int8:
         note = f"{t.name} has no useful INT8 ({', '.join(t.precisions)}): the FP32 export is deployed, FP16 engine"
-        return StageResult("skipped", note, rows=[_skip_row("quantize", "onnxruntime", note)])
+        return StageResult("skipped", note, rows=[_skip_row("quantize", "onnxruntime", note, ctx)])
     d = ctx.stage_dir("quantize")
     cfg = ctx.cfg
     if cfg.calib:
@@ -271,7 +272,7 @@ def stage_engine(ctx: Context) -> StageResult:
     t = ctx.target
     if t.runtime != "tensorrt":
         note = f"target {t.name} runs {t.runtime}: no TensorRT engine"
-        return StageResult("skipped", note, rows=[_skip_row("engine", "tensorrt", note)])
+        return StageResult("skipped", note, rows=[_skip_row("engine", "tensorrt", note, ctx)])
     d = ctx.stage_dir("engine")
     engine = d / "model.engine"
     res = run_engine(_deploy_onnx(ctx), engine, t, ctx.pre, classes=ctx.splits.classes, dla_core=ctx.cfg.dla_core,
@@ -279,7 +280,7 @@ def stage_engine(ctx: Context) -> StageResult:
     write_text_atomic(d / "trtexec.txt", res["trtexec"] + "\n")
     if res["status"] == "skipped":
         note = f"{res['note']}; on the device: {res['trtexec']}"
-        return StageResult("skipped", note, rows=[_skip_row("engine", "tensorrt", note)],
+        return StageResult("skipped", note, rows=[_skip_row("engine", "tensorrt", note, ctx)],
                            artifacts={"trtexec": "engine/trtexec.txt"}, info={"trtexec": res["trtexec"]})
     rows = ctx.measure("engine", engine, "tensorrt")
     return StageResult(artifacts={"engine": "engine/model.engine", "trtexec": "engine/trtexec.txt"}, rows=rows,

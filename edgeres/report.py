@@ -197,9 +197,14 @@ def merge(base_rows: list, device_rows: list) -> list:
     merged = {key(r): r for r in base_rows}
     order = [key(r) for r in base_rows]
     for r in device_rows:
-        if key(r) not in merged:
-            order.append(key(r))
-        merged[key(r)] = r
+        k = key(r)
+        loose = (r["stage"], r["runtime"], None)  # a host row that could not say its batch (e.g. skipped)
+        if k not in merged and loose in merged:
+            order[order.index(loose)] = k
+            del merged[loose]
+        elif k not in merged:
+            order.append(k)
+        merged[k] = r
     return [merged[k] for k in order]
 
 

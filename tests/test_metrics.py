@@ -29,7 +29,8 @@ def test_latency_statistics_on_a_fake_clock():
     assert stats.p90_ms == pytest.approx(100.0)
     assert stats.throughput_ips == pytest.approx(4 * 1000 / 40.0)
     # the same fake run gives the same figures: reproducible by construction
-    again = measure_latency(FakeClock([0.010, 0.020, 0.030, 0.040, 0.100]).work, 4, 5, 50, 50, 0, clock=clock)
+    clock2 = FakeClock([0.010, 0.020, 0.030, 0.040, 0.100])
+    again = measure_latency(clock2.work, 4, 5, 50, 50, 0, clock=clock2)
     assert again.p50_ms == stats.p50_ms
 
 
@@ -94,6 +95,6 @@ def test_report_schema_and_empty_cells(tmp_path):
 def test_merge_device_rows_replaces_skipped_engine():
     host = [new_row(stage="baseline", runtime="torch", top1=70.0),
             new_row(stage="engine", runtime="tensorrt", status="skipped", note="no trt")]
-    dev = [new_row(stage="engine", runtime="tensorrt", batch_size=None, latency_p50_ms=0.6, status="ok")]
+    dev = [new_row(stage="engine", runtime="tensorrt", batch_size=1, latency_p50_ms=0.6, status="ok")]
     merged = merge(host, dev)
     assert [r["status"] for r in merged] == ["ok", "ok"] and merged[1]["latency_p50_ms"] == 0.6
