@@ -145,3 +145,15 @@ def test_interrupted_run_resumes_cleanly(tmp_path, tiny_ckpt):
     res = optimize(_cfg(tiny_ckpt, out, finetune_epochs=3, batch_size=32), log=lambda *a: None)
     assert res["ran"][0] != "baseline" and "bundle" in res["ran"]
     assert all((out / s / "stage.json").exists() for s in STAGES)
+
+
+def test_demo_command_tiny(cli, tmp_path):
+    """`edgeres demo` end to end, shrunk: data, training, optimize, report (the full-size run is the README's)."""
+    out = tmp_path / "demo"
+    args = ("demo", "--out", out, "--epochs", "1", "--image-size", "32", "--train-per-class", "4", "--val-per-class", "2",
+            "--arch", "resnet18", "--finetune-epochs", "1", "--calib-size", "10", "--latency-min-time", "0.1", "--no-memory")
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "report:" in proc.stdout and (out / "report.csv").exists() and (out / "model.pt").exists()
+    again = cli(*args)
+    assert again.returncode == 0 and "trained already" in again.stdout and "unchanged, reused" in again.stdout

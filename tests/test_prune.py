@@ -121,3 +121,12 @@ def test_apply_2_4_skips_stem():
     m = build_model("resnet18", 4)
     masks = apply_2_4(m)
     assert "conv1.weight" not in masks and "fc.weight" in masks
+
+
+def test_taylor_importance_uses_training_gradients(tmp_path, tiny_ckpt, demo_data):
+    from edgeres.stages.prune import FinetuneConfig, run_prune
+
+    res = run_prune(tiny_ckpt, tmp_path / "t.pt", PruneConfig(ratio=0.3, importance="taylor", iterative_steps=2),
+                    FinetuneConfig(epochs=1, max_steps_per_epoch=1, batch_size=8), data=demo_data, progress=False)
+    assert res["macs_after"] < 0.75 * res["macs_before"]
+    assert (tmp_path / "t.step1.pt").exists()  # fine-tuned between the two iterative steps
