@@ -7,10 +7,8 @@ latency >= 1.6x), measured side by side in one run: unpruned vs pruned ResNet50,
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-from common import random_images, time_fn, write_rows
+from common import random_images, scratch_dir, time_fn, write_rows
 
 from edgeres.data import Preprocess
 from edgeres.metrics import default_threads, onnx_macs_params
@@ -35,7 +33,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     threads = default_threads()
-    tmp = Path(tempfile.mkdtemp(prefix="edgeres-prune-"))
+    tmp = scratch_dir("edgeres-prune-")
     pre = Preprocess(size=args.size)
     meta = ModelMeta(classes=[str(i) for i in range(1000)])
     variants = [("unpruned", 0.0)] + [(f"ratio {r}", r) for r in args.ratios]

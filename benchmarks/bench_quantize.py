@@ -8,10 +8,8 @@ calibration methods: top-1 (ONNX Runtime), size, and ORT latency, side by side i
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-from common import random_images, time_fn, write_rows
+from common import random_images, scratch_dir, time_fn, write_rows
 
 
 def main() -> None:
@@ -33,7 +31,7 @@ def main() -> None:
     from edgeres.stages.quantize import QuantizeConfig, run_quantize
     from edgeres.targets import get_target
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgeres-quant-"))
+    tmp = scratch_dir("edgeres-quant-")
     lm = load_model(args.model)
     pre = resolve_model_preprocess(lm.meta.preprocess, None)
     fp32 = tmp / "fp32.onnx"

@@ -13,10 +13,8 @@ weights' values, so the network is randomly initialised (no weights can be downl
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-from common import random_images, time_fn, write_rows
+from common import random_images, scratch_dir, time_fn, write_rows
 
 from edgeres.data import Preprocess
 from edgeres.metrics import default_threads, onnx_macs_params
@@ -33,7 +31,6 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip")
     args = ap.parse_args()
 
-    import numpy as np
     import onnxruntime as ort
     import torch
 
@@ -46,7 +43,7 @@ def main() -> None:
     threads = default_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp(prefix="edgeres-bench-"))
+    tmp = scratch_dir("edgeres-bench-")
     pre = Preprocess(size=args.size)
     meta = ModelMeta(classes=[str(i) for i in range(1000)])
     model = build_model("resnet50", 1000).eval()
@@ -112,7 +109,6 @@ def main() -> None:
                              "gmacs": round(macs / 1e9, 3) if macs else "", **t})
                 print(f"{name:40s} b={b}: p50 {t['p50_ms']:.2f} ms")
     write_rows(args.out, rows)
-    del np
 
 
 if __name__ == "__main__":

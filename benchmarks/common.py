@@ -45,5 +45,16 @@ def markdown(rows: list, cols: list) -> str:
     return "\n".join(lines)
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder for the benchmark's files, removed when the script exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)

@@ -384,11 +384,8 @@ class Pipeline:
     def _stage_hash(self, name: str, manifest: dict, upstream: str) -> str:
         keys = {k: getattr(self.cfg, k) for k in STAGE_KEYS[name] + MEASURE_KEYS}
         extra = {"engine": _trt_available()} if name == "engine" else {}
-        inputs = {"stage": name, "keys": keys, "upstream": upstream, "manifest": {k: v for k, v in manifest.items()},
-                  **extra}
-        if name == "baseline":
-            inputs["manifest"] = manifest  # model + data + preprocessing
-        return sha256_json(inputs)
+        # the manifest (model, data, calibration, preprocessing hashes) feeds every stage
+        return sha256_json({"stage": name, "keys": keys, "upstream": upstream, "manifest": manifest, **extra})
 
     def _cached(self, name: str, h: str) -> StageResult | None:
         p = self.run_dir / name / "stage.json"
