@@ -15,10 +15,10 @@ import sys
 import numpy as np
 
 # one definition for host and device: the bundle's runtime computes the same statistics
-from edgeres_deploy.metrics import LatencyStats, measure_latency, summarize_latencies, topk_accuracy
+from edgeres_deploy.metrics import LatencyStats, measure_latency, run_padded, summarize_latencies, topk_accuracy
 
 __all__ = ["LatencyStats", "agreement", "default_threads", "iter_batches", "measure_latency", "onnx_macs_params",
-           "peak_rss_mb", "per_class_accuracy", "run_logits", "summarize_latencies", "topk_accuracy",
+           "peak_rss_mb", "per_class_accuracy", "run_logits", "run_padded", "summarize_latencies", "topk_accuracy",
            "torch_macs_params"]
 
 
@@ -64,10 +64,7 @@ def run_logits(runtime, samples: list, pre, batch_size: int = 32, progress: str 
     n_batches = math.ceil(len(samples) / bs)
     for x, y in tqdm(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
                      disable=True if progress is None else None, leave=False, unit="batch"):
-        n = len(x)
-        if runtime.fixed_batch and n < bs:  # pad the last batch of a fixed-batch artifact
-            x = np.concatenate([x, np.repeat(x[-1:], bs - n, 0)])
-        outs.append(np.asarray(runtime.run(x), np.float32)[:n])
+        outs.append(run_padded(runtime.run, x, runtime.fixed_batch))
         tgts.append(y)
     return np.concatenate(outs), np.concatenate(tgts)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeres_deploy import bundle as B
 from edgeres_deploy.cuda_mem import BackendUnavailable
-from edgeres_deploy.metrics import measure_latency, peak_rss_mb, topk_accuracy
+from edgeres_deploy.metrics import measure_latency, peak_rss_mb, run_padded, topk_accuracy
 from edgeres_deploy.preprocess import Preprocess, imagefolder_samples
 
 
@@ -182,10 +182,7 @@ def _classify(backend, pre, paths, batch_size: int):
         for p in chunk:
             with Image.open(p) as img:
                 arrs.append(pre(img))
-        x = np.stack(arrs)
-        if backend.fixed_batch and len(x) < bs:
-            x = np.concatenate([x, np.repeat(x[-1:], bs - len(x), 0)])
-        out.append(np.asarray(backend.run(x), np.float32)[: len(chunk)])
+        out.append(run_padded(backend.run, np.stack(arrs), backend.fixed_batch))
     return np.concatenate(out)
 
 

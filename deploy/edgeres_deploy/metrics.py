@@ -32,6 +32,15 @@ def topk_accuracy(logits: np.ndarray, targets: np.ndarray, ks: Iterable[int] = (
     return out
 
 
+def run_padded(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, fixed_batch: int | None) -> np.ndarray:
+    """``run(x)`` as float32; a short last batch is padded (repeating its last image) for a fixed-batch model and the
+    padding's outputs are dropped."""
+    n = len(x)
+    if fixed_batch and n < fixed_batch:
+        x = np.concatenate([x, np.repeat(x[-1:], fixed_batch - n, 0)])
+    return np.asarray(run(x), np.float32)[:n]
+
+
 @dataclass
 class LatencyStats:
     batch_size: int

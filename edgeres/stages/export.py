@@ -83,7 +83,7 @@ def parity_check(model, onnx_path, samples, pre, cfg: ExportConfig | None = None
     """Compare PyTorch and ONNX Runtime logits on up to ``parity_images`` real images (max |Δlogit|, agreement)."""
     import torch
 
-    from edgeres.metrics import agreement, iter_batches
+    from edgeres.metrics import agreement, iter_batches, run_padded
     from edgeres.runtimes.ort import OrtRuntime
 
     cfg = cfg or ExportConfig()
@@ -100,11 +100,8 @@ def parity_check(model, onnx_path, samples, pre, cfg: ExportConfig | None = None
     ref, got = [], []
     with torch.inference_mode():
         for x, _ in batches:
-            n = len(x)
-            if rt.fixed_batch and n < bs:
-                x = np.concatenate([x, np.repeat(x[-1:], bs - n, 0)])
-            ref.append(model(torch.from_numpy(x)).numpy()[:n])
-            got.append(rt.run(x)[:n])
+            ref.append(run_padded(lambda b: model(torch.from_numpy(b)).numpy(), x, rt.fixed_batch))
+            got.append(run_padded(rt.run, x, rt.fixed_batch))
     ref, got = np.concatenate(ref), np.concatenate(got)
     res = agreement(got, ref)
     scale = max(1.0, float(np.abs(ref).max()))

@@ -226,6 +226,8 @@ def _check_classifier(model, path) -> tuple[str, tuple]:
 def _top1_fn(val_arrays, val_targets, batch: int = 32):
     import onnxruntime as ort
 
+    from edgeres.metrics import run_padded
+
     def validate(model, _items=None) -> float:
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -236,10 +238,7 @@ def _top1_fn(val_arrays, val_targets, batch: int = 32):
         step = fixed if isinstance(fixed, int) else batch
         for i in range(0, len(val_arrays), step):
             x = val_arrays[i : i + step]
-            n = len(x)
-            if isinstance(fixed, int) and n < fixed:
-                x = np.concatenate([x, np.repeat(x[-1:], fixed - n, 0)])
-            preds.append(sess.run(None, {name: x})[0][:n].argmax(1))
+            preds.append(run_padded(lambda b: sess.run(None, {name: b})[0], x, fixed if isinstance(fixed, int) else None).argmax(1))
         return float((np.concatenate(preds) == val_targets).mean())
 
     return validate
