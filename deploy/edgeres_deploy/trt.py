@@ -119,11 +119,9 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
     fam = version_family(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if fam < 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    elif fam >= 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    # TRT 8.x needs the explicit-batch flag; 10.x is explicit batch and (here) weakly typed, so the INT8/FP16 flags
+    # apply; 11.x is always strongly typed (its STRONGLY_TYPED flag is deprecated and ignored)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if fam < 10 else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     with open(spec.onnx, "rb") as f:
@@ -138,7 +136,7 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
             config.set_flag(trt.BuilderFlag.INT8)
             if spec.calib_cache:
                 config.int8_calibrator = _cache_calibrator(trt, spec.calib_cache)
-        if spec.fp16 and builder.platform_has_fast_fp16:
+        if spec.fp16 and getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.5
             config.set_flag(trt.BuilderFlag.FP16)
     elif spec.calib_cache:
         raise RuntimeError("TensorRT 11 removed implicit INT8 calibration; build from the Q/DQ ONNX")
@@ -169,9 +167,12 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
     _write_atomic(spec.engine, bytes(serialized))
     if spec.timing_cache:
         _write_atomic(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
-    precision = "int8" if spec.int8 else ("fp16" if spec.fp16 else "fp32")
-    if spec.int8 and spec.fp16 and fam < 11:
-        precision = "int8+fp16"
+    if fam >= 11:  # strongly typed: the ONNX's Q/DQ nodes and float types decide
+        precision = "int8 (Q/DQ layers), others as typed in the ONNX" if spec.int8 else "as typed in the ONNX"
+    else:
+        precision = "int8" if spec.int8 else ("fp16" if spec.fp16 else "fp32")
+        if spec.int8 and spec.fp16:
+            precision = "int8+fp16"
     sidecar = {
         "tensorrt_version": trt.__version__,
         "trt_family": fam,
@@ -213,8 +214,9 @@ class TrtRunner:
         self.trt = trt
         self.cuda = cuda_api()
         self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)  # must outlive the engine
         with open(engine_path, "rb") as f:
-            self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(f.read())
+            self.engine = self.runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
             raise RuntimeError(f"{engine_path} did not deserialize: built for another GPU or TensorRT version? Rebuild it on this device")
         self.context = self.engine.create_execution_context()
