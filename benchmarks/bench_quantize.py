@@ -2,7 +2,7 @@
 calibration methods: top-1 (ONNX Runtime), size, and ORT latency, side by side in one run.
 
     python benchmarks/bench_quantize.py --model runs/demo/model.pt --data runs/demo/data \
-        --out benchmarks/results/quantize.csv [--methods default minmax histogram]
+        --out benchmarks/results/quantize.csv [--methods histogram nncf-default minmax]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", default="benchmarks/results/quantize.csv")
     ap.add_argument("--targets", nargs="+", default=["jetson-orin-nano", "x86-cpu"])
-    ap.add_argument("--methods", nargs="+", default=["default"])
+    ap.add_argument("--methods", nargs="+", default=["histogram", "nncf-default", "minmax"])
     ap.add_argument("--calib-size", type=int, default=512)
     ap.add_argument("--min-time", type=float, default=2.0)
     args = ap.parse_args()

@@ -117,7 +117,7 @@ def data_grp():
 @data_grp.command("make-demo")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write DIR/train, DIR/val into.")
 @click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--val-per-class", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--val-per-class", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--size", type=click.IntRange(32, 1024), default=72, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def make_demo_cmd(out, train_per_class, val_per_class, size, seed):
@@ -322,8 +322,9 @@ def export_cmd(model_path, out, opset, fixed_batch, no_simplify, data, num_class
 @click.option("--target", required=True, help="Target profile: decides the INT8 flavour (TensorRT s8 Q/DQ or ORT u8s8).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--calib-size", type=click.IntRange(1), default=512, show_default=True)
-@click.option("--method", type=click.Choice(["default", "minmax", "mean-minmax", "percentile", "histogram"]), default="default",
-              show_default=True, help="Activation range estimator (histogram = MSE-optimal ranges).")
+@click.option("--method", type=click.Choice(["histogram", "nncf-default", "minmax", "mean-minmax", "percentile"]),
+              default="histogram", show_default=True,
+              help="Activation range estimator: histogram = MSE-optimal ranges; nncf-default = NNCF's own.")
 @click.option("--no-bias-correction", is_flag=True)
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, min_open=True), default=None,
               help="Keep sensitive layers in float until top-1 is within this many points of FP32 (needs --data).")
@@ -423,7 +424,8 @@ def optimize_options(f):
         click.option("--quant-max-drop", type=click.FloatRange(0, min_open=True), default=None,
                      help="Accuracy-aware INT8: keep sensitive layers in float until within this many points."),
         click.option("--calib-size", type=click.IntRange(1), default=None, help="Calibration images (default 512)."),
-        click.option("--calib-method", type=click.Choice(["default", "minmax", "mean-minmax", "percentile", "histogram"]), default=None),
+        click.option("--calib-method", type=click.Choice(["histogram", "nncf-default", "minmax", "mean-minmax", "percentile"]),
+                     default=None, help="Activation range estimator (default histogram: MSE-optimal ranges)."),
         click.option("--force", multiple=True, help="Redo this stage and every later one (repeatable)."),
         click.option("--config", "config_file", type=click.Path(), default=None, help="YAML file of options (flags override it)."),
         click.option("--latency-min-time", type=click.FloatRange(0.1), default=None, help="Seconds of timed runs per measurement (default 1)."),
@@ -518,7 +520,7 @@ def optimize_cmd(ctx, model, out, target, data, calib, prune, sparsity, finetune
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Training epochs of the demo ResNet50.")
 @click.option("--image-size", type=click.IntRange(32, 224), default=64, show_default=True)
 @click.option("--train-per-class", type=click.IntRange(2), default=100, show_default=True)
-@click.option("--val-per-class", type=click.IntRange(2), default=30, show_default=True)
+@click.option("--val-per-class", type=click.IntRange(2), default=50, show_default=True)
 @click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101"]), default="resnet50", show_default=True)
 @optimize_options
 @click.pass_context

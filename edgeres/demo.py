@@ -11,7 +11,7 @@ from pathlib import Path
 from edgeres.errors import EdgeresError
 
 
-def run_demo(out="runs/demo", epochs: int = 10, image_size: int = 64, train_per_class: int = 100, val_per_class: int = 30,
+def run_demo(out="runs/demo", epochs: int = 10, image_size: int = 64, train_per_class: int = 100, val_per_class: int = 50,
              arch: str = "resnet50", data=None, make_config=None, force: tuple = (), log=print) -> dict:
     from edgeres.data import Preprocess, data_hash, resolve_data
     from edgeres.data.demo import make_demo

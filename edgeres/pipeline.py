@@ -37,7 +37,7 @@ class OptimizeConfig:
     finetune_lr: float = 5e-4
     batch_size: int = 32
     calib_size: int = 512
-    calib_method: str = "default"
+    calib_method: str = "histogram"
     quant_max_drop: float | None = None  # accuracy-aware quantization budget (points), None: plain PTQ
     max_accuracy_drop: float = 1.0  # the recommendation's budget (points of top-1)
     opset: int = 17
