@@ -141,12 +141,18 @@ class Context:
         m = measure(stage, artifact, runtime, self.pre, self.splits.val, self.mcfg,
                     reference_logits=self.baseline_logits(), baseline_top1=self.baseline_top1(), note=note,
                     model=model)
+        if m.logits is not None:  # kept for later stages' comparisons, across resumed runs too
+            np.save(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
         if stage == "baseline" and runtime == "torch" and m.logits is not None:
             np.save(self.run_dir / "baseline" / "logits.npy", m.logits)
             for r in m.rows:
                 r["top1_delta"], r["agreement"] = 0.0, 100.0
             self._baseline_rows = m.rows
         return m.rows
+
+    def stage_logits(self, stage: str, runtime: str):
+        p = self.run_dir / stage / f"logits_{runtime}.npy"
+        return np.load(p) if p.exists() else None
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -250,6 +256,17 @@ def stage_quantize(ctx: Context) -> StageResult:
     note = ("ONNX Runtime as the accuracy proxy for the TensorRT engine (latency of S8 Q/DQ on CPU is not the engine's)"
             if t.quant_format == "trt-qdq" else "uint8 activations / int8 weights (ORT x86 fast path)")
     rows = ctx.measure("quantize", out, "onnxruntime", note=note)
+    fp32, int8 = ctx.stage_logits("export", "onnxruntime"), ctx.stage_logits("quantize", "onnxruntime")
+    if fp32 is not None and int8 is not None and fp32.shape == int8.shape:
+        from edgeres.metrics import agreement, topk_accuracy
+
+        y = np.asarray([c for _, c in ctx.splits.val])
+        vs = {"top1_delta_vs_fp32": topk_accuracy(int8, y, (1,))["top1"] - topk_accuracy(fp32, y, (1,))["top1"],
+              "agreement_vs_fp32": agreement(int8, fp32)["agreement"]}
+        info.update(vs)
+        for r in rows:
+            r["note"] = (f"INT8 vs its FP32 export: {vs['top1_delta_vs_fp32']:+.2f} points, "
+                         f"{vs['agreement_vs_fp32']:.1f}% same top-1; " + (r["note"] or ""))
     if t.quant_format == "ort-u8s8":
         rows += ctx.measure("quantize", out, "openvino")
     arts = {"onnx": "quantize/model_int8.onnx", "manifest": "quantize/model_int8.onnx.calib.json"}

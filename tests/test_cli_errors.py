@@ -9,7 +9,7 @@ def _no_traceback(proc):
 
 def test_help_works(cli):
     proc = cli("--help")
-    assert proc.returncode == 0 and "optimize" in proc.stdout or "train" in proc.stdout
+    assert proc.returncode == 0 and "optimize" in proc.stdout and "train" in proc.stdout
 
 
 def test_missing_data_folder(cli, tmp_path):

@@ -113,7 +113,7 @@ def test_calibration_set_is_deterministic_stratified_and_audited(tmp_path, demo_
     assert back.items == a.items and pre2 == pre
     doc = json.loads((tmp_path / "m.json").read_text())
     assert doc["seed"] == 1 and all(len(i["sha256"]) == 64 for i in doc["images"])
-    assert select_stratified(resolve_data(demo_data).train, 7, seed=2).items != a.items[:7] or True
+    assert select_stratified(resolve_data(demo_data).train, 30, seed=2).items != a.items  # the seed matters
 
 
 def test_manifest_detects_changed_image(tmp_path):

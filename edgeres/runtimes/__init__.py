@@ -95,8 +95,17 @@ class ArtifactInfo:
 def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
     kind = artifact_kind(path)
     if kind == "pt":
-        from edgeres.models import load_model
+        from edgeres.models import CHECKPOINT_FORMAT, load_model
 
+        try:  # an edgeres checkpoint's metadata, without building the model (memory-mapped, weights only)
+            import torch
+
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+                return ArtifactInfo(list(obj["classes"]), dict(obj.get("preprocess") or {}),
+                                    {"arch": obj.get("arch"), "sparsity": obj.get("sparsity")})
+        except Exception:  # noqa: BLE001 - other formats (and bad files) go through load_model and its messages
+            pass
         meta = load_model(path, trust_model=trust_model).meta
         return ArtifactInfo(list(meta.classes), dict(meta.preprocess), {"arch": meta.arch, "sparsity": meta.sparsity})
     if kind == "onnx":

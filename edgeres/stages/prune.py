@@ -75,6 +75,9 @@ def _make_pruner(model, cfg: PruneConfig, ratio: float, size: int):
     return tp.pruner.MetaPruner(
         model, torch.randn(1, 3, size, size), importance=_importance(cfg.importance), global_pruning=cfg.global_pruning,
         pruning_ratio=ratio, iterative_steps=cfg.iterative_steps, ignored_layers=ignored, round_to=cfg.round_to,
+        # an explicit forward: Torch-Pruning's default tries model(*inputs) under a bare `except:`, which would
+        # swallow a Ctrl-C that lands there
+        forward_fn=lambda m, x: m(x),
     )
 
 
