@@ -11,7 +11,7 @@ from edgeres.runtimes import RuntimeUnavailable, artifact_info, load_runtime, ru
 def check_classes(artifact, model_classes: list, data_classes: list, n_outputs: int | None) -> None:
     if n_outputs is not None and n_outputs != len(data_classes):
         raise EdgeresError(f"{artifact} has {n_outputs} outputs but the data has {len(data_classes)} classes; "
-                           "evaluate it on data with the classes it was trained on")
+                           "use data with the classes it was trained on")
     real = [c for c in model_classes if not c.startswith("class_")]
     if real and list(model_classes) != list(data_classes):
         raise EdgeresError(f"{artifact} was trained on classes {model_classes[:4]}... but the data has {data_classes[:4]}...")

@@ -17,7 +17,7 @@ import numpy as np
 # one definition for host and device: the bundle's runtime computes the same statistics
 from edgeres_deploy.metrics import LatencyStats, measure_latency, run_padded, summarize_latencies, topk_accuracy
 
-__all__ = ["LatencyStats", "agreement", "default_threads", "iter_batches", "measure_latency", "onnx_macs_params",
+__all__ = ["LatencyStats", "agreement", "default_threads", "initializer_source", "iter_batches", "measure_latency", "onnx_macs_params",
            "peak_rss_mb", "per_class_accuracy", "run_logits", "run_padded", "summarize_latencies", "topk_accuracy",
            "torch_macs_params"]
 
@@ -81,6 +81,21 @@ def default_threads() -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- memory
+def initializer_source(model):
+    """A function: tensor name -> the initializer it comes from through DequantizeLinear/Identity/Cast/Transpose
+    (so a Q/DQ weight resolves to its stored tensor), or the name itself."""
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def source(name):
+        while name not in inits and name in producer and producer[name].op_type in (
+                "DequantizeLinear", "Identity", "Cast", "Transpose"):
+            name = producer[name].input[0]
+        return name
+
+    return source
+
+
 def onnx_macs_params(path_or_model, batch: int = 1) -> tuple[int, int]:
     """(MACs, params) of an ONNX classifier at batch ``batch``, from the graph: Conv and Gemm/MatMul work.
 
@@ -100,24 +115,18 @@ def onnx_macs_params(path_or_model, batch: int = 1) -> tuple[int, int]:
     shapes = {}
     for vi in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input):
         shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def weight(name):
-        while name not in inits and name in producer and producer[name].op_type in ("DequantizeLinear", "Identity", "Cast"):
-            name = producer[name].input[0]
-        return inits.get(name)
-
+    weight = initializer_source(model)
     macs, params = 0, 0
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        w = weight(node.input[1])
+        w = inits.get(weight(node.input[1]))
         if w is None:
             continue
         wshape = list(w.dims)
         params += int(np.prod(wshape))
         if len(node.input) > 2 and node.input[2]:
-            b = weight(node.input[2])
+            b = inits.get(weight(node.input[2]))
             if b is not None:
                 params += int(np.prod(list(b.dims)))
         out = shapes.get(node.output[0])

@@ -84,6 +84,7 @@ class StageResult:
     artifacts: dict = field(default_factory=dict)  # name -> path relative to the run dir
     rows: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    digests: dict = field(default_factory=dict)  # artifact path -> sha256, computed once when recorded
 
 
 class Context:
@@ -379,9 +380,10 @@ class Pipeline:
         if not ctx.splits.val:
             raise EdgeresError(f"{root} has no validation images (DIR/val/CLASS/...) to measure accuracy on")
         ctx.pre = resolve_model_preprocess(lm.meta.preprocess, _pre_overrides(self.cfg))
+        from edgeres.evaluate import check_classes
+
         n_out = lm.model.fc.out_features if hasattr(lm.model, "fc") and hasattr(lm.model.fc, "out_features") else None
-        if n_out is not None and n_out != len(ctx.splits.classes):
-            raise EdgeresError(f"{self.cfg.model} has {n_out} outputs but {root} has {len(ctx.splits.classes)} classes")
+        check_classes(self.cfg.model, lm.meta.classes, ctx.splits.classes, n_out)
         manifest = {
             "model": {"path": os.path.abspath(self.cfg.model), "sha256": sha256_file(self.cfg.model),
                       "format": lm.meta.source_format, "arch": lm.meta.arch},
@@ -413,11 +415,11 @@ class Pipeline:
         rec = json.loads(p.read_text())
         if rec.get("inputs_hash") != h:
             return None
-        for rel, digest in rec.get("artifact_sha256", {}).items():
-            path = self.run_dir / rel if not os.path.isabs(rel) else Path(rel)
-            if not path.exists() or sha256_file(path) != digest:
-                return None
-        return StageResult(rec["status"], rec.get("note", ""), rec.get("artifacts", {}), rec.get("rows", []), rec.get("info", {}))
+        digests = rec.get("artifact_sha256", {})
+        if self._digests(rec.get("artifacts", {})) != digests:  # an artifact changed or went missing
+            return None
+        return StageResult(rec["status"], rec.get("note", ""), rec.get("artifacts", {}), rec.get("rows", []),
+                           rec.get("info", {}), digests)
 
     def run(self) -> dict:
         from edgeres.report import host_info, write_report
@@ -450,7 +452,7 @@ class Pipeline:
                 self.log(f"[{i}/{len(self.stages)}] {name}: {res.status}" + (f" ({res.note})" if res.note else "")
                          + f" in {timings[name]:.0f}s")
             ctx.results[name] = res
-            upstream = sha256_json([upstream, name, res.status, self._artifact_digests(res)])
+            upstream = sha256_json([upstream, name, res.status, res.digests])
         rows = [r for name in self.stages for r in ctx.results[name].rows]
         rec = recommend(rows, ctx.target, self.cfg.max_accuracy_drop)
         summary = summary_lines(rows, ctx, rec)
@@ -461,22 +463,20 @@ class Pipeline:
         return {"run_dir": str(self.run_dir), "rows": rows, "recommendation": rec, "report": {k: str(v) for k, v in paths.items()},
                 "seconds": time.time() - t0, "ran": list(timings)}
 
-    def _artifact_digests(self, res: StageResult) -> dict:
+    def _digests(self, artifacts: dict) -> dict:
+        """{path: sha256} of a stage's artifact files (a missing one is left out)."""
         out = {}
-        for name, rel in res.artifacts.items():
+        for rel in artifacts.values():
             p = self.run_dir / rel if not os.path.isabs(rel) else Path(rel)
-            out[name] = sha256_file(p) if p.is_file() else None
+            if p.is_file():
+                out[rel] = sha256_file(p)
         return out
 
     def _record(self, name: str, h: str, res: StageResult) -> None:
-        digests = {}
-        for rel in res.artifacts.values():
-            p = self.run_dir / rel if not os.path.isabs(rel) else Path(rel)
-            if p.is_file():
-                digests[rel] = sha256_file(p)
+        res.digests = self._digests(res.artifacts)
         write_json_atomic(self.run_dir / name / "stage.json", {
             "stage": name, "inputs_hash": h, "status": res.status, "note": res.note, "artifacts": res.artifacts,
-            "artifact_sha256": digests, "rows": res.rows, "info": _jsonable(res.info),
+            "artifact_sha256": res.digests, "rows": res.rows, "info": _jsonable(res.info),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 

@@ -37,10 +37,9 @@ def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", d
 
 
 def _is_qdq(onnx_path) -> bool:
-    import onnx
+    from edgeres.runtimes.ort import onnx_precision
 
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    return any(n.op_type == "QuantizeLinear" for n in m.graph.node)
+    return onnx_precision(onnx_path) == "int8"
 
 
 def _onnx_io(onnx_path) -> tuple[str, int | None]:

@@ -203,16 +203,16 @@ def check_onnx_2_4(onnx_path) -> dict:
     import onnx
     from onnx import numpy_helper
 
+    from edgeres.metrics import initializer_source
+
     model = onnx.load(str(onnx_path))
     inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    source = initializer_source(model)
     sparse, dense = [], []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        name = node.input[1]
-        while name not in inits and name in producer and producer[name].op_type in ("DequantizeLinear", "Identity", "Transpose"):
-            name = producer[name].input[0]
+        name = source(node.input[1])
         if name not in inits:
             continue
         w = numpy_helper.to_array(inits[name])
@@ -325,8 +325,9 @@ def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, 
     if root is None:
         raise EdgeresError(f"{model_path} records no data folder: pass --data (fine-tuning and accuracy need images)")
     splits = resolve_data(root)
-    if loaded.meta.classes and not loaded.meta.classes[0].startswith("class_") and loaded.meta.classes != splits.classes:
-        raise EdgeresError(f"{model_path} was trained on other classes than {root} holds")
+    from edgeres.evaluate import check_classes
+
+    check_classes(model_path, loaded.meta.classes, splits.classes, loaded.model.fc.out_features)
     if not loaded.meta.classes or loaded.meta.classes[0].startswith("class_"):
         loaded.meta.classes = list(splits.classes)
 

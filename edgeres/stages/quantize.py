@@ -373,14 +373,15 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
     write_manifest(manifest, cs, pre)
     info["manifest"] = manifest
     info["calibration_images"] = len(cs)
+    qmodel = onnx.load(str(out)) if (calib_cache or target.implicit_int8 or val_x is not None) else None
     if calib_cache or target.implicit_int8:
         path = calib_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "calib.cache")
-        write_trt_cache(path, activation_scales_from_qdq(onnx.load(str(out))), trt_version=_trt_cache_version(target))
+        write_trt_cache(path, activation_scales_from_qdq(qmodel), trt_version=_trt_cache_version(target))
         info["calib_cache"] = path
     if val_x is not None:
         validate = _top1_fn(val_x, val_y)
         info["top1_fp32"] = validate(onnx.load(str(onnx_path))) * 100
-        info["top1_int8"] = validate(onnx.load(str(out))) * 100
+        info["top1_int8"] = validate(qmodel) * 100
     return info
 
 
