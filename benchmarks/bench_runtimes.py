@@ -34,7 +34,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from calibration import ArrayDataReader
+    from edgeres.calibration import ArrayDataReader
     from edgeres.stages.export import export_onnx
     from edgeres.stages.prune import PruneConfig, channel_prune
     from edgeres.stages.quantize import QuantizeConfig, quantize_onnx

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeres.errors import EdgeresError
 from edgeres_deploy.bundle import sha256
 from edgeres_deploy.preprocess import IMAGE_EXTENSIONS, Preprocess
 
@@ -22,13 +23,7 @@ DEFAULT_SIZE = 512
 MANIFEST_FORMAT = "edgeres-calibration-manifest"
 
 
-try:  # inside edgeres a calibration error is a user error: one line, exit 1
-    from edgeres.errors import EdgeresError as _Base
-except ImportError:  # pragma: no cover - calibration used on its own
-    _Base = Exception
-
-
-class CalibrationError(_Base):
+class CalibrationError(EdgeresError):
     """Bad calibration input (empty folder, changed files, wrong shapes)."""
 
 

@@ -235,7 +235,7 @@ def stage_export(ctx: Context) -> StageResult:
 
 
 def stage_quantize(ctx: Context) -> StageResult:
-    from calibration import calibration_set_from, select_stratified
+    from edgeres.calibration import calibration_set_from, select_stratified
     from edgeres.stages.quantize import QuantizeConfig, run_quantize
 
     t = ctx.target
@@ -394,7 +394,7 @@ class Pipeline:
             "target": ctx.target.name,
         }
         if self.cfg.calib:
-            from calibration import calibration_set_from
+            from edgeres.calibration import calibration_set_from
 
             cs = calibration_set_from(self.cfg.calib, self.cfg.calib_size, self.cfg.seed)
             manifest["calib"]["hash"] = sha256_json([(os.path.relpath(p, self.cfg.calib), os.path.getsize(p)) for p in cs.paths])

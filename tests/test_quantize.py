@@ -6,7 +6,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from calibration import (CalibrationError, activation_scales_from_qdq, calibration_set_from, hex_to_scale,
+from edgeres.calibration import (CalibrationError, activation_scales_from_qdq, calibration_set_from, hex_to_scale,
                          load_manifest, read_trt_cache, scale_to_hex, select_stratified, trt_cache_header,
                          write_manifest, write_trt_cache)
 from edgeres.errors import EdgeresError

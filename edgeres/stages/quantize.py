@@ -254,7 +254,7 @@ def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: Qu
     import nncf
     import onnx
 
-    from calibration import nncf_dataset
+    from edgeres.calibration import nncf_dataset
     from edgeres.utils import atomic_path
 
     cfg = cfg or QuantizeConfig()
@@ -348,7 +348,7 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
 
     import onnx
 
-    from calibration import activation_scales_from_qdq, calibration_set_from, load_arrays, write_manifest, write_trt_cache
+    from edgeres.calibration import activation_scales_from_qdq, calibration_set_from, load_arrays, write_manifest, write_trt_cache
     from edgeres.data import resolve_data
     from edgeres.metrics import iter_batches
     from edgeres.stages import resolve_model_preprocess
