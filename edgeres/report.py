@@ -16,7 +16,7 @@ from edgeres_deploy.metrics import REPORT_COLUMNS
 
 from edgeres.utils import atomic_path, write_json_atomic, write_text_atomic
 
-COLUMNS = REPORT_COLUMNS  # DESIGN.md §3; defined once, beside the device runtime that writes it too
+COLUMNS = REPORT_COLUMNS  # docs/design.md §3; defined once, beside the device runtime that writes it too
 STATUSES = ("ok", "skipped", "failed")
 _ROUND = {"top1": 3, "top5": 3, "top1_delta": 3, "agreement": 3, "latency_p50_ms": 4, "latency_p90_ms": 4,
           "latency_p99_ms": 4, "throughput_ips": 2, "model_size_mb": 3, "peak_rss_mb": 1, "gpu_mem_mb": 1}

@@ -1,6 +1,6 @@
 """Target profiles as data. ``edgeres targets`` lists them; ``jetson`` is an alias for the Orin family default.
 
-Facts (see DESIGN.md §4-§5): JetPack 5.1 ships TensorRT 8.5.2, JetPack 6.1/6.2 TensorRT 10.3, JetPack 7.x
+Facts (see docs/design.md §4-§5): JetPack 5.1 ships TensorRT 8.5.2, JetPack 6.1/6.2 TensorRT 10.3, JetPack 7.x
 TensorRT 10.13+; TensorRT 11.4 supports JetPack 7.2.2+ on AGX Orin and Thor. Orin NX and AGX Orin have 2 DLA cores,
 Orin Nano none. Ampere/Blackwell Jetsons run 2:4 sparse tensor cores; the Maxwell Jetson Nano has no useful INT8.
 """

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-# the report.csv schema (DESIGN.md §3): the device writes the same columns the host does
+# the report.csv schema (docs/design.md §3): the device writes the same columns the host does
 REPORT_COLUMNS = [
     "stage", "artifact", "runtime", "device", "precision", "batch_size", "input_size",
     "top1", "top5", "top1_delta", "agreement",
