@@ -52,7 +52,32 @@ def r50_ckpt(tmp_path_factory, demo_data) -> Path:
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
-    """Run `python -m edgeres ARGS` in a child process; returns CompletedProcess (text)."""
+    """Run `edgeres ARGS` in this process with click's CliRunner (no new interpreter importing torch each time).
+
+    Returns a CompletedProcess (text). An exception that escapes the command is rendered as the traceback a user would
+    see on stderr, so tests that assert "no traceback" can still fail.
+    """
+    import traceback
+
+    from click.testing import CliRunner
+
+    from edgeres.cli import main
+
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        res = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=True)
+    finally:
+        os.chdir(old)
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(res.exception))
+    return subprocess.CompletedProcess(["edgeres", *map(str, args)], res.exit_code, res.stdout, stderr)
+
+
+def run_cli_subprocess(*args, cwd=None, env=None, timeout=600):
+    """Run `python -m edgeres ARGS` in a child process: for what needs a real process (signals, import isolation)."""
     e = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "edgeres", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=e, timeout=timeout)

@@ -56,3 +56,11 @@ def test_cli_help_without_optional_dependencies():
     script = SCRIPT.split("import edgeres, edgeres_deploy")[0] + "from edgeres.cli import main\nmain(['--help'])\n"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "optimize" in proc.stdout
+
+
+def test_cli_import_pulls_in_no_torch():
+    """`edgeres --help` stays instant: the CLI module imports neither torch nor the numeric stack."""
+    script = "import sys, edgeres.cli; heavy = {'torch', 'onnx', 'onnxruntime', 'nncf', 'numpy'} & set(sys.modules); print(sorted(heavy))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
