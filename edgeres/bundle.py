@@ -71,8 +71,9 @@ report: `edgeres report --run RUN_DIR --merge device.csv`.
   has already put the current folder first on `sys.path` and may have used a compiled cache of
   `edgeres_deploy/__init__.py`: prefer `./run.sh`.
 - The manifest catches corruption and files slipped into the bundle; it cannot tell who made the bundle (whoever can
-  rewrite the files can rewrite `manifest.json` too). Check `sha256sum manifest.json` against the value
-  `edgeres deploy` printed on the host, or copy the bundle over a channel you trust.
+  rewrite the files can rewrite `manifest.json` too). Pin it: `edgeres deploy` prints the manifest's sha256 on the
+  host; `export EDGERES_MANIFEST_SHA256=<that value>` before `./run.sh ...` and every command refuses a manifest
+  with another hash. Or copy the bundle over a channel you trust.
 
 ## The same engine with trtexec, per JetPack
 

@@ -548,9 +548,9 @@ def deploy_cmd(run_dir, out):
     from edgeres.bundle import bundle_from_run
 
     res = bundle_from_run(run_dir, out)
-    click.echo(f"wrote {out} ({res['size_mb']:.1f} MB, {len(res['files'])} files; manifest.json sha256 "
-               f"{res['manifest_sha256']}); on the device: mkdir bundle && tar xzf {Path(out).name} -C bundle && "
-               "cd bundle && sha256sum manifest.json && sh install.sh && ./run.sh verify")
+    click.echo(f"wrote {out} ({res['size_mb']:.1f} MB, {len(res['files'])} files); on the device: "
+               f"mkdir bundle && tar xzf {Path(out).name} -C bundle && cd bundle && "
+               f"export EDGERES_MANIFEST_SHA256={res['manifest_sha256']} && sh install.sh && ./run.sh verify")
 
 
 @main.command("report")

@@ -340,3 +340,33 @@ def test_bench_writes_a_csv_outside_the_bundle(bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert " 0.0 img/s" not in proc.stdout and "img/s" in proc.stdout
     assert (tmp_path / "device.csv").read_text().count("\n") == 2
+
+
+# ------------------------------------------------------------------------------------------------ a rewritten manifest
+def test_rehashed_manifest_is_refused_when_its_hash_is_pinned(bundle, monkeypatch):
+    """Tampered labels plus a manifest rewritten to match: the per-file check cannot see it; the pinned manifest hash
+    (EDGERES_MANIFEST_SHA256, printed by `edgeres deploy`) can."""
+    from edgeres_deploy.bundle import sha256
+
+    original = sha256(bundle / "manifest.json")
+    monkeypatch.setenv("EDGERES_MANIFEST_SHA256", original)
+    assert deploy(bundle, "verify", how="run.sh").returncode == 0
+    (bundle / "labels.txt").write_text("x\ny\nz\n")
+    rewrite_manifest(bundle, lambda m: {**m, "files": {**m["files"], "labels.txt": sha256(bundle / "labels.txt")}})
+    for how in HOW:
+        proc = deploy(bundle, "verify", how=how)
+        refused(proc, "EDGERES_MANIFEST_SHA256", original)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    monkeypatch.delenv("EDGERES_MANIFEST_SHA256")
+    assert deploy(bundle, "verify", how="run.sh").returncode == 0  # unpinned, the rewritten manifest is consistent
+
+
+def test_install_sh_checks_the_bundle_before_installing_anything(bundle):
+    """install.sh runs the (standard-library-only) check first and stops on a tampered bundle, before pip runs."""
+    (bundle / "json.py").write_text("raise SystemExit('imported')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHON"] = sys.executable
+    proc = subprocess.run(["sh", str(bundle / "install.sh")], cwd=bundle, capture_output=True, text=True, timeout=300,
+                          env=env, check=False)
+    refused(proc, "json.py: not listed in manifest.json")
+    assert "pip" not in proc.stdout + proc.stderr and "imported" not in proc.stderr

@@ -61,6 +61,9 @@ FORMAT = "edgeres-bundle"
 # What `build` writes into the bundle root on the device: the only files allowed there without a manifest entry.
 RUNTIME_OUTPUTS = ("model.engine", "model.engine.json", "timing.cache")
 PACKAGE = "edgeres_deploy"
+# The manifest's own sha256 as `edgeres deploy` printed it on the host: when set, a manifest rewritten to match
+# tampered files (which the per-file check alone cannot tell from the original) is refused too.
+EXPECT_ENV = "EDGERES_MANIFEST_SHA256"
 MAX_SHOWN = 20  # problems printed before "... and N more"
 _HEX = frozenset("0123456789abcdef")
 _VERIFIED: dict = {}  # realpath of a bundle root -> its manifest, checked in this process
@@ -157,6 +160,10 @@ def load_manifest(root) -> dict:
     except OSError as e:
         why = "is a symbolic link or unreadable" if os.path.islink(path) else f"cannot be read ({e.strerror})"
         raise BundleError(f"{path} {why}; unpack the bundle again") from None
+    expected = os.environ.get(EXPECT_ENV, "").strip().lower()
+    if expected and hashlib.sha256(raw).hexdigest() != expected:
+        raise BundleError(f"{path}: its sha256 {hashlib.sha256(raw).hexdigest()} is not the {EXPECT_ENV} given "
+                          f"({expected}); the manifest was rewritten or this is another bundle")
     try:
         m = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
