@@ -327,6 +327,15 @@ def test_bench_csv_pointing_at_a_folder(bundle, tmp_path):
     refused(proc, "does not exist")
 
 
+@pytest.mark.parametrize("content", [b"name,value\n1,2\n", b"\xff\xfe\x00binary"])
+def test_csv_that_is_not_a_report_is_refused_before_measuring(bundle, tmp_path, content):
+    (tmp_path / "other.csv").write_bytes(content)
+    proc = deploy(bundle, "bench", "--backend", "onnxruntime", "--min-time", "0", "--min-runs", "1", "--csv",
+                  tmp_path / "other.csv")
+    refused(proc, "other.csv")
+    assert "img/s" not in proc.stdout and (tmp_path / "other.csv").read_bytes() == content
+
+
 def test_csv_inside_the_bundle_is_refused(bundle):
     """A CSV written into the bundle would make the next run refuse the bundle (not in the manifest)."""
     proc = deploy(bundle, "bench", "--backend", "onnxruntime", "--min-time", "0", "--min-runs", "1", "--csv", "device.csv")

@@ -196,6 +196,7 @@ def _check_inputs(args, root: Path) -> None:
                                 "write it outside the bundle, e.g. ../device.csv")
         if not os.path.isdir(parent):
             raise B.BundleError(f"--csv {csv_path}: folder {parent} does not exist")
+        B.check_report_csv(csv_path)
 
 
 def _classify(backend, pre, paths, batch_size: int):

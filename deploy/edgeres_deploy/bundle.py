@@ -384,6 +384,21 @@ def build_settings(root: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
+def check_report_csv(path) -> None:
+    """BundleError unless ``path`` is absent or a CSV whose header has the report's key columns (checked before a
+    command measures anything, so a wrong --csv costs no benchmark)."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BundleError(f"--csv {path}: cannot read it as a CSV ({e}); give another file") from None
+    missing = [c for c in ("stage", "runtime", "batch_size") if c not in header]
+    if missing:
+        raise BundleError(f"--csv {path} is not a report CSV (no {', '.join(missing)} column); give another file name")
+
+
 def upsert_csv(path, row: dict) -> None:
     """Add ``row`` to a report-schema CSV, merging it into an existing row of the same stage/runtime/batch."""
     from edgeres_deploy.metrics import REPORT_COLUMNS
