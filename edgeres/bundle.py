@@ -106,7 +106,8 @@ RUN_SH = """#!/bin/sh
 # edgeres_deploy/bundle.py takes this folder off sys.path, checks every file here against manifest.json (anything the
 # manifest does not list is refused, __pycache__ included) and only then imports the runtime, module by module from
 # the manifest's files (sha256 checked again, no .pyc ever read). Python 3.8+ (JetPack 5 or newer); PYTHON=... picks one.
-here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P) || exit 1
+self=$(readlink -f -- "$0" 2>/dev/null) || self=$0  # this file, through any link to it
+here=$(CDPATH= cd -- "$(dirname -- "$self")" && pwd -P) || exit 1
 exec "${PYTHON:-python3}" -E -B "$here/edgeres_deploy/bundle.py" "$@"
 """
 

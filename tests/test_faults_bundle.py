@@ -160,6 +160,28 @@ def test_forged_pyc_is_refused_not_run(bundle, how):
     refused(proc, "model.onnx: sha256 differs", "__pycache__/bundle.")
 
 
+@pytest.mark.parametrize("module", ["__init__", "__main__", "bundle", "metrics"])
+def test_listed_pyc_is_never_loaded_by_run_sh(bundle, module):
+    """Even a forged .pyc that a rewritten manifest lists is inert: run.sh compiles the listed sources, never a cache."""
+    from importlib._bootstrap_external import _code_to_timestamp_pyc
+
+    from edgeres_deploy.bundle import sha256
+
+    marker = bundle.parent / "pwned"
+    src = bundle / "edgeres_deploy" / f"{module}.py"
+    code = compile(src.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n", str(src), "exec")
+    st = src.stat()
+    pyc = Path(importlib.util.cache_from_source(str(src)))
+    pyc.parent.mkdir(exist_ok=True)
+    pyc.write_bytes(bytes(_code_to_timestamp_pyc(code, st.st_mtime, st.st_size)))
+    rel = pyc.relative_to(bundle).as_posix()
+    rewrite_manifest(bundle, lambda m: {**m, "files": {**m["files"], rel: sha256(pyc)}})
+    for args in (["verify"], ["--help"]):
+        proc = deploy(bundle, *args, how="run.sh")
+        assert proc.returncode == 0, proc.stderr
+        assert not marker.exists(), f"the compiled {rel} was loaded"
+
+
 @pytest.mark.parametrize("how", HOW)
 def test_extra_module_in_the_package_is_refused(bundle, how):
     (bundle / "edgeres_deploy" / "extra.py").write_text("x = 1\n")
@@ -200,6 +222,19 @@ def test_unlisted_data_file_in_the_root_is_refused_but_build_outputs_are_not(bun
     assert deploy(bundle, "verify", how=how).returncode == 0
     (bundle / "notes.txt").write_text("x")
     refused(deploy(bundle, "verify", how=how), "notes.txt: not listed in manifest.json")
+    (bundle / "notes.txt").unlink()
+    (bundle / "model.engine.tmp4242").write_bytes(b"half an engine")
+    refused(deploy(bundle, "verify", how=how), "model.engine.tmp4242: not listed", "interrupted `build`")
+
+
+def test_run_sh_through_a_link_and_from_another_folder(bundle, tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "edgeres-run").symlink_to(bundle / "run.sh")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHON"] = sys.executable
+    proc = subprocess.run(["sh", str(tmp_path / "bin" / "edgeres-run"), "verify"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0 and str(bundle) in proc.stdout, proc.stderr
 
 
 @pytest.mark.parametrize("entry", ["../outside.txt", "../../../../../../../../etc/hostname", "/etc/hostname",

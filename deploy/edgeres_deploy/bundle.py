@@ -202,6 +202,8 @@ def _unlisted(name: str, kind: str) -> str:
     if name.endswith((".pyc", ".pyo")) or "__pycache__" in name.split("/"):
         return (f"{name}: not listed in {MANIFEST} (a compiled cache: the runtime never reads nor writes them); "
                 "delete it")
+    if any(name.startswith(out + ".tmp") for out in RUNTIME_OUTPUTS):
+        return f"{name}: not listed in {MANIFEST} (left by an interrupted `build`); delete it"
     return f"{name}: not listed in {MANIFEST}; remove this {'empty folder' if kind == 'dir' else 'file'}"
 
 
