@@ -298,6 +298,19 @@ def test_bundle_dir_without_manifest_is_an_error_not_the_current_folder(bundle, 
         assert "match" not in proc.stdout
 
 
+@pytest.mark.parametrize("how", HOW)
+def test_bundle_dir_of_another_bundle_is_verified_too(bundle, made, tmp_path, how):
+    other = tmp_path / "other"
+    shutil.copytree(made["root"], other)
+    for args in (["--bundle", other, "verify"], [f"--bundle={other}", "verify"]):
+        proc = deploy(bundle, *args, how=how)
+        assert proc.returncode == 0 and str(other) in proc.stdout, proc.stderr
+    (other / "labels.txt").write_text("x\n")
+    refused(deploy(bundle, "--bundle", other, "verify", how=how), "labels.txt: sha256 differs")
+    proc = deploy(bundle, "--bundle", other, "predict", made_image(tmp_path), "--backend", "onnxruntime", how=how)
+    refused(proc, "labels.txt: sha256 differs", "refusing")
+
+
 def test_missing_manifest_is_refused(bundle):
     (bundle / "manifest.json").unlink()
     refused(deploy(bundle, "verify", how="run.sh"), "manifest.json")

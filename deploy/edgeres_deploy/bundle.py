@@ -326,15 +326,17 @@ def launch(argv) -> int:
     if problems:
         print_problems(root, problems)
         return 1
+    only = _verify_only(argv)
+    if only == "":  # `verify` of this bundle: just done, with the standard library only (install.sh runs it first)
+        print(_matches(root, manifest))
+        return 0
+    if only is not None:
+        return verify_command(only)
     for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
         del sys.modules[name]  # nothing of an installed edgeres_deploy may stay in use
     sys.meta_path.insert(0, _ManifestFinder(root, manifest["files"]))
     verified_bundle = importlib.import_module(PACKAGE + ".bundle")  # this file again, through the manifest's loader
-
     verified_bundle._VERIFIED[root] = manifest
-    only = _verify_only(argv)
-    if only is not None:  # `verify` needs the standard library only (install.sh runs it before installing numpy)
-        return verify_command(only or root)
     try:
         from edgeres_deploy.__main__ import main
     except ImportError as e:
@@ -361,10 +363,14 @@ def _verify_only(argv):
     return None
 
 
+def _matches(root, manifest) -> str:
+    return f"bundle at {root}: all {len(manifest['files'])} files match {MANIFEST}, and nothing else is there"
+
+
 def verify_command(root) -> int:
     """`verify`: every problem on its own line, exit 1; or one line saying the bundle matches."""
     try:
-        root = find_root(root) if root != code_root_of(__file__) else Path(root)
+        root = find_root(root)
         manifest, problems = check(root)
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -372,7 +378,7 @@ def verify_command(root) -> int:
     if problems:
         print_problems(root, problems)
         return 1
-    print(f"bundle at {root}: all {len(manifest['files'])} files match manifest.json, and nothing else is there")
+    print(_matches(root, manifest))
     return 0
 
 
@@ -426,4 +432,8 @@ def upsert_csv(path, row: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(launch(sys.argv[1:]))
+    try:
+        sys.exit(launch(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
