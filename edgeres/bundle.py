@@ -1,9 +1,10 @@
 """`edgeres deploy`: the deployment bundle for the device.
 
-Unpacked, it holds ``manifest.json`` (sha256 of every file), ``README.md``, ``install.sh``, ``model.onnx`` (plus
-``calib.cache`` where made), ``labels.txt``, ``preprocess.json``, ``build.json`` (the engine build settings for the
-target) and the runtime package ``edgeres_deploy/``, run from the bundle's root as
-``python -m edgeres_deploy verify | build | bench | predict IMAGE... | evaluate DIR``.
+Unpacked, it holds ``manifest.json`` (sha256 of every file), ``README.md``, ``install.sh``, ``run.sh``, ``model.onnx``
+(plus ``calib.cache`` where made), ``labels.txt``, ``preprocess.json``, ``build.json`` (the engine build settings for
+the target) and the runtime package ``edgeres_deploy/``, run from the bundle's root as
+``./run.sh verify | build | bench | predict IMAGE... | evaluate DIR`` (the launcher refuses any file the manifest does
+not list and imports nothing from the bundle before checking it: see the README's "Running it safely").
 """
 
 from __future__ import annotations
@@ -40,17 +41,39 @@ def _readme(target, spec_lines: dict, has_cache: bool) -> str:
 ## On the device
 
 ```bash
-sh install.sh                                  # numpy, pillow (+ pycuda if cuda-python is absent); TensorRT comes with JetPack
-python3 -m edgeres_deploy verify               # sha256 of every file against manifest.json
-python3 -m edgeres_deploy build                # model.engine from model.onnx, for this device's TensorRT (cached)
-python3 -m edgeres_deploy bench --csv device.csv   # latency percentiles, throughput, GPU memory (+ RAM/power via tegrastats)
-python3 -m edgeres_deploy predict image.jpg    # top-5 with class names
-python3 -m edgeres_deploy evaluate DIR --csv device.csv   # top-1 on an ImageFolder (DIR/val/CLASS/*.jpg or DIR/CLASS/*.jpg)
+mkdir bundle && tar xzf bundle.tar.gz -C bundle && cd bundle
+sh install.sh                          # checks the bundle, then numpy, pillow (+ pycuda if cuda-python is absent); TensorRT comes with JetPack
+./run.sh verify                        # every file against manifest.json (sha256), and nothing else in the folder
+./run.sh build                         # model.engine from model.onnx, for this device's TensorRT (cached)
+./run.sh bench --csv ../device.csv     # latency percentiles, throughput, GPU memory (+ RAM/power via tegrastats)
+./run.sh predict ../image.jpg          # top-5 with class names
+./run.sh evaluate DIR --csv ../device.csv   # top-1 on an ImageFolder (DIR/val/CLASS/*.jpg or DIR/CLASS/*.jpg)
 ```
 
-Every command verifies the manifest first and refuses a bundle whose files do not match. `--backend onnxruntime` runs
+Every command verifies the bundle first and refuses one whose files do not match. `--backend onnxruntime` runs
 the same model with ONNX Runtime (anywhere, no GPU needed). Back on the host, fold the device's figures into the run's
 report: `edgeres report --run RUN_DIR --merge device.csv`.
+
+## Running it safely
+
+- Start the runtime with `./run.sh` (Python 3.8+, i.e. JetPack 5 or newer; `PYTHON=/path/python3 ./run.sh` picks
+  another interpreter). It runs `python3 -E -B edgeres_deploy/bundle.py`, which takes the bundle and the current folder
+  off `sys.path` (a `json.py` or `numpy.py` left in the folder is never imported; PYTHON* variables are ignored),
+  checks the whole folder against `manifest.json`, and only then imports the runtime, each module through a loader
+  that accepts only the files the manifest lists (sha256 checked again as it reads them) and never reads or writes a
+  compiled `.pyc`.
+- Nothing may be added to this folder: while it holds a file, folder or link that `manifest.json` does not list (a
+  `__pycache__`, an extra `.py`, an image, a CSV), every command refuses the bundle until it is removed. Keep images
+  and CSVs outside (the runtime refuses a `--csv` path inside the bundle). The only exceptions are the engine files
+  `build` writes: `model.engine`, `model.engine.json`, `timing.cache`. Symbolic links are refused, and a manifest
+  entry may not leave the folder (`..`, absolute paths).
+- `python3 -m edgeres_deploy ...` still works and restarts through the same launcher, but before it can do so Python
+  has already put the current folder first on `sys.path` and may have used a compiled cache of
+  `edgeres_deploy/__init__.py`: prefer `./run.sh`.
+- The manifest catches corruption and files slipped into the bundle; it cannot tell who made the bundle (whoever can
+  rewrite the files can rewrite `manifest.json` too). Pin it: `edgeres deploy` prints the manifest's sha256 on the
+  host; `export EDGERES_MANIFEST_SHA256=<that value>` before `./run.sh ...` and every command refuses a manifest
+  with another hash. Or copy the bundle over a channel you trust.
 
 ## The same engine with trtexec, per JetPack
 
@@ -63,13 +86,29 @@ JetPack 5.1 ships TensorRT 8.5.2, JetPack 6.1/6.2 TensorRT 10.3, JetPack 7.x Ten
 
 
 INSTALL_SH = """#!/bin/sh
-# edgeres bundle: install the on-device runtime's Python dependencies. TensorRT comes with JetPack (python3-libnvinfer).
+# edgeres bundle: check the bundle, then install the on-device runtime's Python dependencies.
+# TensorRT comes with JetPack (python3-libnvinfer).
 set -e
-python3 -m pip install --user numpy pillow
-python3 -c "import tensorrt" 2>/dev/null || echo "note: tensorrt is not importable; install JetPack's python3-libnvinfer (or use --backend onnxruntime)"
-python3 -c "import cuda" 2>/dev/null || python3 -c "import pycuda" 2>/dev/null || python3 -m pip install --user pycuda || \\
+here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P)
+cd /  # python puts the current folder first on sys.path: nothing below may import a file from the bundle
+sh "$here/run.sh" verify  # the check needs only Python's standard library
+python3 -E -m pip install --user numpy pillow
+python3 -E -c "import tensorrt" 2>/dev/null || echo "note: tensorrt is not importable; install JetPack's python3-libnvinfer (or use --backend onnxruntime)"
+python3 -E -c "import cuda" 2>/dev/null || python3 -E -c "import pycuda" 2>/dev/null || python3 -E -m pip install --user pycuda || \\
   echo "note: neither cuda-python nor pycuda installed; the TensorRT backend needs one of them"
-python3 -m edgeres_deploy verify
+echo "ready: run the runtime with $here/run.sh (see README.md, 'Running it safely')"
+"""
+
+RUN_SH = """#!/bin/sh
+# edgeres bundle: run the on-device runtime from this folder, safely (README.md, "Running it safely").
+#   ./run.sh verify | build | bench | predict IMAGE... | evaluate DIR     (./run.sh --help)
+# -E: PYTHON* variables are ignored (PYTHONPATH cannot point into the bundle); -B: no compiled caches are written.
+# edgeres_deploy/bundle.py takes this folder off sys.path, checks every file here against manifest.json (anything the
+# manifest does not list is refused, __pycache__ included) and only then imports the runtime, module by module from
+# the manifest's files (sha256 checked again, no .pyc ever read). Python 3.8+ (JetPack 5 or newer); PYTHON=... picks one.
+self=$(readlink -f -- "$0" 2>/dev/null) || self=$0  # this file, through any link to it
+here=$(CDPATH= cd -- "$(dirname -- "$self")" && pwd -P) || exit 1
+exec "${PYTHON:-python3}" -E -B "$here/edgeres_deploy/bundle.py" "$@"
 """
 
 
@@ -102,6 +141,7 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
                 spec_lines[label + ", implicit INT8 from calib.cache"] = " ".join(trtexec_command(fp32))
     files["README.md"] = _readme(target, spec_lines, "calib.cache" in files).encode()
     files["install.sh"] = INSTALL_SH.encode()
+    files["run.sh"] = RUN_SH.encode()
     files.update(_runtime_sources())
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
     manifest = {"format": "edgeres-bundle", "version": 1, "target": target.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -115,7 +155,8 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
                 info.mode = 0o755 if name.endswith(".sh") else 0o644
                 info.mtime = 0  # reproducible archives
                 tar.addfile(info, io.BytesIO(data))
-    return {"path": str(out), "files": sums, "size_mb": os.path.getsize(out) / 1e6}
+    return {"path": str(out), "files": sums, "size_mb": os.path.getsize(out) / 1e6,
+            "manifest_sha256": hashlib.sha256(files["manifest.json"]).hexdigest()}
 
 
 def bundle_from_run(run_dir, out) -> dict:

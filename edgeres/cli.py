@@ -549,7 +549,8 @@ def deploy_cmd(run_dir, out):
 
     res = bundle_from_run(run_dir, out)
     click.echo(f"wrote {out} ({res['size_mb']:.1f} MB, {len(res['files'])} files); on the device: "
-               f"tar xzf {Path(out).name} && python3 -m edgeres_deploy verify")
+               f"mkdir bundle && tar xzf {Path(out).name} -C bundle && cd bundle && "
+               f"export EDGERES_MANIFEST_SHA256={res['manifest_sha256']} && sh install.sh && ./run.sh verify")
 
 
 @main.command("report")

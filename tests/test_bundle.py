@@ -13,7 +13,7 @@ from edgeres.data import Preprocess
 from edgeres.stages.engine import build_spec
 from edgeres.targets import get_target
 
-REQUIRED = {"manifest.json", "README.md", "install.sh", "model.onnx", "labels.txt", "preprocess.json", "build.json",
+REQUIRED = {"manifest.json", "README.md", "install.sh", "run.sh", "model.onnx", "labels.txt", "preprocess.json", "build.json",
             "edgeres_deploy/__main__.py", "edgeres_deploy/preprocess.py", "edgeres_deploy/trt.py"}
 
 
@@ -34,11 +34,14 @@ def bundle(tmp_path_factory, tiny_ckpt, demo_data):
     return {"tar": d / "b.tar.gz", "root": root, "onnx": d / "m.onnx", "res": res, "classes": lm.meta.classes}
 
 
-def _run(root, *args, python=sys.executable, env=None):
+def _run(root, *args, python=sys.executable, env=None, run_sh=False):
+    """``python -m edgeres_deploy ARGS`` from the bundle's root, or its ``run.sh`` (PYTHON=python)."""
     e = dict(os.environ if env is None else env)
     e.pop("PYTHONPATH", None)
-    return subprocess.run([python, "-m", "edgeres_deploy", *map(str, args)], cwd=root, capture_output=True, text=True,
-                          timeout=300, env=e)
+    e["PYTHON"] = str(python)
+    cmd = ["sh", str(Path(root) / "run.sh")] if run_sh else [python, "-m", "edgeres_deploy"]
+    return subprocess.run([*map(str, cmd), *map(str, args)], cwd=root, capture_output=True, text=True, timeout=300,
+                          env=e, check=False)
 
 
 def test_bundle_contents_and_manifest(bundle):
@@ -51,7 +54,7 @@ def test_bundle_contents_and_manifest(bundle):
     assert "JetPack 5" in readme and "JetPack 6" in readme and "JetPack 7.2+" in readme and "--stronglyTyped" in readme
     assert json.loads((root / "build.json").read_text())["onnx"] == "model.onnx"
     assert (root / "labels.txt").read_text().split() == bundle["classes"]
-    assert os.access(root / "install.sh", os.X_OK)
+    assert os.access(root / "install.sh", os.X_OK) and os.access(root / "run.sh", os.X_OK)
     proc = _run(root, "verify")
     assert proc.returncode == 0, proc.stderr
 
@@ -82,7 +85,8 @@ def test_deploy_runtime_without_torch_matches_host(bundle, demo_data, tmp_path):
     assert pip.returncode == 0, pip.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     assert subprocess.run([str(py), "-c", "import torch"], capture_output=True, env=env).returncode != 0
-    proc = _run(bundle["root"], "evaluate", demo_data, "--backend", "onnxruntime", "--csv", tmp_path / "dev.csv", python=py, env=env)
+    proc = _run(bundle["root"], "evaluate", demo_data, "--backend", "onnxruntime", "--csv", tmp_path / "dev.csv", python=py,
+                env=env, run_sh=True)
     assert proc.returncode == 0, proc.stderr
     device = json.loads(proc.stdout.strip().splitlines()[-1])
     host = evaluate_artifact(bundle["onnx"], demo_data, Preprocess(size=32), progress=False)
@@ -91,7 +95,7 @@ def test_deploy_runtime_without_torch_matches_host(bundle, demo_data, tmp_path):
     pred = _run(bundle["root"], "predict", img, "--backend", "onnxruntime", "--top-k", "3", python=py, env=env)
     assert pred.returncode == 0 and pred.stdout.count("%") == 3
     bench = _run(bundle["root"], "bench", "--backend", "onnxruntime", "--min-time", "0.2", "--min-runs", "5",
-                 "--csv", tmp_path / "dev.csv", python=py, env=env)
+                 "--csv", tmp_path / "dev.csv", python=py, env=env, run_sh=True)
     assert bench.returncode == 0, bench.stderr
     import csv
 

@@ -1,13 +1,15 @@
-"""python -m edgeres_deploy verify | build | bench | predict IMAGE... | evaluate DIR  [--backend tensorrt|onnxruntime]
+"""./run.sh verify | build | bench | predict IMAGE... | evaluate DIR  [--backend tensorrt|onnxruntime]
 
 Needs numpy and pillow, plus tensorrt with pycuda or cuda-python (TensorRT backend) or onnxruntime. No torch.
-Every command but `verify` verifies the bundle first and refuses one whose files do not match the manifest.
+Every command verifies the bundle first and refuses one whose folder does not match the manifest exactly (run.sh checks
+it before importing this module: see edgeres_deploy/bundle.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -106,15 +108,7 @@ def _stage(backend) -> str:
 
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_verify(args, root: Path) -> int:
-    problems = B.verify(root)
-    for p in problems:
-        print(f"FAIL {p}", file=sys.stderr)
-    if problems:
-        print(f"bundle at {root} does NOT match its manifest ({len(problems)} problem(s))", file=sys.stderr)
-        return 1
-    n = len(json.loads((root / "manifest.json").read_text())["files"])
-    print(f"bundle at {root}: all {n} files match manifest.json")
-    return 0
+    return B.verify_command(root)
 
 
 def cmd_build(args, root: Path) -> int:
@@ -171,17 +165,46 @@ def cmd_bench(args, root: Path) -> int:
     return 0
 
 
-def _classify(backend, pre, paths, batch_size: int):
+def _load_image(pre, path):
+    """One image, preprocessed; BundleError naming the file if it cannot be decoded (PIL raises many types)."""
     from PIL import Image
 
+    try:
+        with Image.open(path) as img:
+            return pre(img)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault: one line, not a traceback
+        raise B.BundleError(f"{path}: cannot read this image ({type(e).__name__}: {e}); remove or replace it") from None
+
+
+def _check_inputs(args, root: Path) -> None:
+    """Paths given on the command line, checked before the model is loaded or anything is measured."""
+    for path in getattr(args, "images", None) or []:
+        if os.path.isdir(path):
+            raise B.BundleError(f"{path} is a folder: predict takes image files (evaluate DIR takes an ImageFolder)")
+        if not os.path.isfile(path):
+            raise B.BundleError(f"{path}: no such image file")
+    if getattr(args, "dir", None) is not None and not os.path.isdir(args.dir):
+        raise B.BundleError(f"{args.dir}: no such folder; evaluate takes an ImageFolder (DIR/CLASS/*.jpg)")
+    csv_path = getattr(args, "csv", None)
+    if csv_path:
+        real, broot = os.path.realpath(csv_path), os.path.realpath(root)
+        parent = os.path.dirname(os.path.abspath(csv_path))
+        if os.path.isdir(csv_path):
+            raise B.BundleError(f"--csv {csv_path} is a folder: give a file name, e.g. {os.path.join(csv_path, 'device.csv')}")
+        if real == broot or real.startswith(broot + os.sep):
+            raise B.BundleError(f"--csv {csv_path} is inside the bundle, which must hold only its manifest's files: "
+                                "write it outside the bundle, e.g. ../device.csv")
+        if not os.path.isdir(parent):
+            raise B.BundleError(f"--csv {csv_path}: folder {parent} does not exist")
+        B.check_report_csv(csv_path)
+
+
+def _classify(backend, pre, paths, batch_size: int):
     out = []
     bs = backend.fixed_batch or batch_size
     for i in range(0, len(paths), bs):
         chunk = paths[i : i + bs]
-        arrs = []
-        for p in chunk:
-            with Image.open(p) as img:
-                arrs.append(pre(img))
+        arrs = [_load_image(pre, p) for p in chunk]
         out.append(run_padded(backend.run, np.stack(arrs), backend.fixed_batch))
     return np.concatenate(out)
 
@@ -224,10 +247,28 @@ def cmd_evaluate(args, root: Path) -> int:
     return 0
 
 
+def _number(kind, low: float, what: str):
+    """argparse type: a finite number >= low (a usage error, exit 2, otherwise)."""
+    def conv(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(v) or v < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return v
+    return conv
+
+
+POSITIVE = _number(int, 1, "a whole number >= 1")
+NON_NEGATIVE = _number(int, 0, "a whole number >= 0")
+SECONDS = _number(float, 0.0, "a number of seconds >= 0")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m edgeres_deploy", description=__doc__,
+    ap = argparse.ArgumentParser(prog="./run.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", help="bundle root (default: the current directory)")
+    ap.add_argument("--bundle", help="bundle root, which must hold manifest.json (default: the bundle of this runtime)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("verify", help="check every file against manifest.json")
     b = sub.add_parser("build", help="build model.engine from model.onnx with this device's TensorRT (cached)")
@@ -238,19 +279,19 @@ def parser() -> argparse.ArgumentParser:
                       ("evaluate", "top-1/top-5 on an ImageFolder")):
         p = sub.add_parser(name, help=hlp)
         p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
-        p.add_argument("--threads", type=int, default=None, help="CPU threads (onnxruntime)")
+        p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime)")
         if name == "bench":
-            p.add_argument("--batch-size", type=int, nargs="+", default=[1])
-            p.add_argument("--min-time", type=float, default=2.0)
-            p.add_argument("--min-runs", type=int, default=50)
-            p.add_argument("--warmup", type=int, default=10)
+            p.add_argument("--batch-size", type=POSITIVE, nargs="+", default=[1])
+            p.add_argument("--min-time", type=SECONDS, default=2.0)
+            p.add_argument("--min-runs", type=POSITIVE, default=50)
+            p.add_argument("--warmup", type=NON_NEGATIVE, default=10)
             p.add_argument("--csv", default=None, help="write/merge a report.csv row")
         elif name == "predict":
             p.add_argument("images", nargs="+")
-            p.add_argument("--top-k", type=int, default=5)
+            p.add_argument("--top-k", type=POSITIVE, default=5)
         else:
             p.add_argument("dir")
-            p.add_argument("--batch-size", type=int, default=32)
+            p.add_argument("--batch-size", type=POSITIVE, default=32)
             p.add_argument("--csv", default=None)
     return ap
 
@@ -262,9 +303,13 @@ def main(argv=None) -> int:
         if args.cmd == "verify":
             return cmd_verify(args, root)
         B.require_verified(root)
+        _check_inputs(args, root)
         return {"build": cmd_build, "bench": cmd_bench, "predict": cmd_predict, "evaluate": cmd_evaluate}[args.cmd](args, root)
-    except (B.BundleError, BackendUnavailable, FileNotFoundError) as e:
+    except (B.BundleError, BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an unreadable or unwritable path: one line naming it
+        print(f"error: {str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
