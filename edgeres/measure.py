@@ -13,6 +13,9 @@ from edgeres.report import new_row
 from edgeres.runtimes import RuntimeUnavailable, artifact_kind, load_runtime
 
 
+OPTIONAL_RUNTIMES = ("openvino",)  # a second opinion on a file: its failure is a `failed` row, never a failed stage
+
+
 @dataclass
 class MeasureConfig:
     batch_sizes: tuple = (1,)
@@ -51,6 +54,12 @@ def measure(stage: str, artifact, runtime: str, pre, samples: list | None = None
         rt = load_runtime(runtime, artifact, threads=threads, **opts)
     except RuntimeUnavailable as e:
         return Measurement([new_row(**base, batch_size=bs, status="skipped", note=str(e)) for bs in cfg.batch_sizes])
+    except Exception as e:  # noqa: BLE001 - an optional runtime that cannot compile this file is a row, not a crash
+        if runtime not in OPTIONAL_RUNTIMES:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return Measurement([new_row(**base, batch_size=bs, status="failed", note=f"{runtime} cannot load it: {reason}")
+                            for bs in cfg.batch_sizes])
     desc = rt.describe()
     common = dict(base, device=desc["device"], precision=desc["precision"],
                   model_size_mb=os.path.getsize(artifact) / 1e6 if os.path.isfile(artifact) else None)

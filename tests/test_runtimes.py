@@ -66,3 +66,19 @@ def test_bench_cli_rows_for_pt_onnx_and_engine(cli, tmp_path, tiny_ckpt, demo_da
     except ImportError:
         assert row["status"] == "skipped" and "tensorrt not importable" in row["note"]
         assert row["latency_p50_ms"] == ""
+
+
+def test_optional_runtime_that_cannot_compile_is_a_failed_row(tmp_path, monkeypatch):
+    """OpenVINO refusing a file (as 2026.4 does for some Q/DQ graphs on AMX CPUs) gives a `failed` row, not a crash."""
+    import edgeres.measure as m
+    from edgeres.data import Preprocess
+
+    def refuse(name, artifact, **kw):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\nNo suitable implementations.")
+
+    monkeypatch.setattr(m, "load_runtime", refuse)
+    rows = m.measure("quantize", tmp_path / "q.onnx", "openvino", Preprocess(size=32), cfg=m.MeasureConfig(batch_sizes=(1, 8))).rows
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert rows[0]["note"].startswith("openvino cannot load it: Exception from src/inference")
+    with pytest.raises(RuntimeError):
+        m.measure("quantize", tmp_path / "q.onnx", "onnxruntime", Preprocess(size=32))
