@@ -92,10 +92,11 @@ class Context:
 
     def __init__(self, cfg: OptimizeConfig, run_dir: Path, log):
         from edgeres.measure import MeasureConfig
-        from edgeres.targets import get_target
+        from edgeres.targets import get_target, require_supported
 
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         self.target = get_target(cfg.target)
+        require_supported(self.target)  # refused before any stage runs: no half-built run for jetson-nano
         self.results: dict = {}
         self.mcfg = MeasureConfig(batch_sizes=tuple(cfg.latency_batch_sizes), min_time_s=cfg.latency_min_time,
                                   threads=cfg.threads, memory=cfg.measure_memory,
@@ -321,11 +322,15 @@ def stage_bundle(ctx: Context) -> StageResult:
     out = d / "bundle.tar.gz"
     res = make_bundle(out, onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
                       calib_cache=ctx.artifact("quantize", "calib_cache"),
-                      extra={"source_run": str(ctx.run_dir.name)})
+                      extra={"source_run": str(ctx.run_dir.name)}, validation=ctx.splits.val,
+                      fp32_onnx=ctx.artifact("export", "onnx"))
+    ref = res.get("reference_sha256")
     row = new_row(stage="bundle", artifact="bundle.tar.gz", runtime="edgeres_deploy", input_size=ctx.pre.size,
                   model_size_mb=res["size_mb"], status="ok",
-                  note=f"{len(res['files'])} files; on the device: python3 -m edgeres_deploy build && python3 -m edgeres_deploy bench")
-    return StageResult(artifacts={"bundle": "bundle/bundle.tar.gz"}, rows=[row], info={"files": len(res["files"])})
+                  note=f"{len(res['files'])} files; on the device: python3 -m edgeres_deploy build && python3 -m edgeres_deploy bench"
+                  + (f" && python3 -m edgeres_deploy check --expect-reference {ref}" if ref else ""))
+    return StageResult(artifacts={"bundle": "bundle/bundle.tar.gz"}, rows=[row],
+                       info={"files": len(res["files"]), "reference_sha256": ref})
 
 
 STAGE_FUNCS = {"baseline": stage_baseline, "prune": stage_prune, "export": stage_export, "quantize": stage_quantize,
