@@ -8,8 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
-
 import trt_double
+
 from edgeres.bundle import make_bundle
 from edgeres.data import Preprocess, resolve_data
 from edgeres.stages.engine import build_spec
@@ -18,10 +18,10 @@ from edgeres.targets import get_target
 
 @pytest.fixture(scope="module")
 def vbundle(tmp_path_factory, tiny_ckpt, demo_data):
+    import torch
+
     from edgeres.models import build_model, load_model
     from edgeres.stages.export import export_onnx
-
-    import torch
 
     d = tmp_path_factory.mktemp("vbundle")
     lm = load_model(tiny_ckpt)
@@ -123,7 +123,8 @@ def test_every_command_on_each_tensorrt_flavour(flavour, vbundle, tmp_path, monk
                  "--csv", tmp_path / "dev.csv") == 0
     out = capsys.readouterr().out
     assert "batch 16: skipped (the engine's profile allows batches up to 8)" in out and "tensorrt batch 8: p50" in out
-    rows = list(csv.DictReader(open(tmp_path / "dev.csv")))
+    with open(tmp_path / "dev.csv") as f:
+        rows = list(csv.DictReader(f))
     bench = [r for r in rows if r["stage"] == "engine"]
     assert {r["batch_size"] for r in bench} == {"1", "8"}
     assert all(r["precision"] == side["precision"] and "GPU compute p50" in r["note"] and float(r["gpu_mem_mb"]) > 0

@@ -1,12 +1,12 @@
 import json
 
 import pytest
+from edgeres_deploy.trt import BuildSpec, trtexec_command, version_family
 
 from edgeres.data import Preprocess
 from edgeres.errors import EdgeresError
 from edgeres.stages.engine import build_spec, run_engine, trtexec_line
 from edgeres.targets import ALIASES, TARGETS, get_target, list_targets
-from edgeres_deploy.trt import BuildSpec, trtexec_command, version_family
 
 
 def test_target_registry():
@@ -94,12 +94,12 @@ def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
     """Runs only where TensorRT and a CUDA device exist (a Jetson, a GPU workstation): real build, real inference."""
     pytest.importorskip("tensorrt")
     import numpy as np
+    from edgeres_deploy.trt import TrtRunner
 
     from edgeres.models import load_model
     from edgeres.runtimes.ort import OrtRuntime
     from edgeres.stages.export import export_onnx
     from edgeres.stages.quantize import QuantizeConfig, run_quantize
-    from edgeres_deploy.trt import TrtRunner
 
     lm = load_model(tiny_ckpt)
     export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)
@@ -117,9 +117,8 @@ def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
 
 # ------------------------------------------------------------------------------------------------ issue 10, against
 # the TensorRT test double (tests/trt_double: 8.5, 10.x, 11.x flavours; ONNX Runtime executes what it "builds")
-import numpy as np  # noqa: E402
-
-import trt_double  # noqa: E402
+import numpy as np
+import trt_double
 
 FLAVOURS = list(trt_double.FLAVOURS)
 
@@ -152,9 +151,10 @@ def _x(n, seed=0):
 def test_item1_batches_split_to_the_profile_and_refused_shapes_fail(flavour, monkeypatch, tmp_path, onnx_files, demo_data):
     """Item 1: batch 20 (and the host's eval batch 32) runs on a (1, 1, 8) profile; a refused shape says so."""
     trt_double.install(monkeypatch, flavour)
+    from edgeres_deploy.trt import TrtRunner
+
     from edgeres.data import resolve_data
     from edgeres.measure import MeasureConfig, measure
-    from edgeres_deploy.trt import TrtRunner
 
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=32))
     assert res["status"] == "ok", res["note"]
@@ -177,12 +177,12 @@ def test_item2_fixed_batch_trtexec_line_and_dla_line(onnx_files, cli, tmp_path):
     assert "Shapes" not in trtexec_line(s)
     proc = cli("build-engine", "--onnx", onnx_files["fixed"], "--target", "jetson-orin-nano", "--out", tmp_path / "f.engine")
     assert proc.returncode == 0, proc.stderr
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("trtexec")][0]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("trtexec"))
     assert "--minShapes" not in line and "--optShapes" not in line and "--maxShapes" not in line
     proc = cli("build-engine", "--onnx", onnx_files["dyn"], "--target", "jetson-agx-orin", "--dla-core", "0",
                "--out", tmp_path / "d.engine")
     assert proc.returncode == 0, proc.stderr
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("trtexec")][0]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("trtexec"))
     shapes = {a.split("=")[1] for a in line.split() if "Shapes=" in a}
     assert len(shapes) == 1 and "--useDLACore=0" in line and "--allowGPUFallback" in line
 
@@ -212,6 +212,7 @@ def test_item5_host_proxy_is_labelled_and_never_fails(flavour, monkeypatch, tmp_
     """Item 5: on a host (no /etc/nv_tegra_release, no DLA) a DLA Jetson target builds a labelled host proxy; a
     failing build is `skipped` with TensorRT's reason, never an exception."""
     import edgeres_deploy.trt as T
+
     from edgeres.runtimes.tensorrt_rt import TensorRTRuntime
 
     trt_double.install(monkeypatch, flavour, dla_cores=0)
@@ -259,9 +260,8 @@ def test_item7_jetson_nano_is_refused_clearly(cli, onnx_files, tmp_path):
 
 
 def test_item8_tegrastats_power_per_board():
-    from edgeres_deploy.device_stats import parse_line
-
     from conftest import ROOT
+    from edgeres_deploy.device_stats import input_power, parse_line, rails
 
     expect = {"nano": (900, "POM_5V_IN"), "orin-nano": (4654, "VDD_IN"), "orin-nx": (12673, "VDD_IN"),
               "xavier-nx": (5079, "VDD_IN"), "xavier-nx-l4t32": (3902, "VDD_IN"), "thor": (19780, "VIN"),
@@ -272,8 +272,8 @@ def test_item8_tegrastats_power_per_board():
         text = (d / f"{board}.txt").read_text().splitlines()
         assert any(ln.startswith("# source:") for ln in text), board
         line = next(ln for ln in text if not ln.startswith("#"))
-        got = parse_line(line)
-        assert (got["power_mw"], got["power_source"]) == (mw, source), board
+        assert input_power(rails(line)) == (mw, source), board
+        assert parse_line(line)["power_mw"] == mw
     assert parse_line((d / "nano.txt").read_text().splitlines()[-1])["ram_mb"] == 613
 
 
@@ -315,9 +315,10 @@ def test_item12_precision_from_the_sidecar_and_known_risks(flavour, monkeypatch,
     gpu_mem_mb measured around the load (weights included), GPU compute time from CUDA events, autoprimaryctx."""
     import sys
 
-    from edgeres.runtimes.tensorrt_rt import TensorRTRuntime
     from edgeres_deploy.cuda_mem import cuda_api
     from edgeres_deploy.trt import TrtRunner
+
+    from edgeres.runtimes.tensorrt_rt import TensorRTRuntime
 
     trt_double.install(monkeypatch, flavour)
     monkeypatch.delitem(sys.modules, "pycuda.autoinit", raising=False)  # the double has no autoinit: must not be needed

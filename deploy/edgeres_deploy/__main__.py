@@ -204,7 +204,7 @@ def cmd_bench(args, root: Path) -> int:
         x = rng.standard_normal((bs, 3, pre.size, pre.size)).astype(np.float32)
         gpu_ms = []
 
-        def once():
+        def once(x=x, gpu_ms=gpu_ms):
             backend.run(x)
             if backend.last_gpu_ms is not None:
                 gpu_ms.append(backend.last_gpu_ms)

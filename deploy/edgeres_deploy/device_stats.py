@@ -82,7 +82,6 @@ class TegraStats:
 
 
 def parse_line(line: str) -> dict:
-    """One tegrastats line -> {"ram_mb", "power_mw", "power_source"}."""
+    """One tegrastats line -> {"ram_mb", "power_mw"} (board input power; ``input_power(rails(line))`` says how)."""
     m = _RAM.search(line)
-    power, source = input_power(rails(line))
-    return {"ram_mb": int(m.group(1)) if m else None, "power_mw": power, "power_source": source}
+    return {"ram_mb": int(m.group(1)) if m else None, "power_mw": input_power(rails(line))[0]}

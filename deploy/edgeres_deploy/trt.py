@@ -66,12 +66,12 @@ class BuildSpec:
 SPEC_KEYS = ("input_shape", "batch", "int8", "fp16", "dla_core", "sparsity", "workspace_mb", "dynamic")
 
 
-def spec_key(spec: "BuildSpec") -> dict:
+def spec_key(spec: BuildSpec) -> dict:
     d = asdict(spec)
     return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in SPEC_KEYS}
 
 
-def for_dla(spec: "BuildSpec", core: int) -> "BuildSpec":
+def for_dla(spec: BuildSpec, core: int) -> BuildSpec:
     """The spec on DLA core ``core``: DLA has no dynamic shapes, so the profile becomes static at its opt batch
     (min = opt = max); otherwise every layer would fall back to the GPU."""
     from dataclasses import replace
@@ -182,7 +182,7 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
         config.add_optimization_profile(profile)
     else:
-        b = int(tuple(inp.shape)[0])
+        b = int(next(iter(inp.shape)))
         lo = opt = hi = b
     cache_bytes = b""
     if spec.timing_cache and os.path.exists(spec.timing_cache):
@@ -277,7 +277,7 @@ class TrtRunner:
         if self.fixed_batch:
             self.max_batch = self.fixed_batch
         else:
-            self.max_batch = int(tuple(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2])[0])
+            self.max_batch = int(next(iter(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2])))
         self.last_gpu_ms = None
         self._events = self.cuda.events()
         # device memory this engine holds (weights + activations + I/O), measured around the load
@@ -387,5 +387,6 @@ def spec_to_dict(spec: BuildSpec) -> dict:
     return asdict(spec)
 
 
-__all__ = ["BackendUnavailable", "BuildSpec", "SPEC_KEYS", "TrtRunner", "build_engine", "for_dla", "import_tensorrt",
-           "on_jetson", "spec_from_dict", "spec_key", "spec_to_dict", "trtexec_command", "version_family", "field"]
+__all__ = ["SPEC_KEYS", "BackendUnavailable", "BuildSpec", "TrtRunner", "build_engine", "field", "for_dla",
+           "import_tensorrt", "on_jetson", "spec_from_dict", "spec_key", "spec_to_dict", "trtexec_command",
+           "version_family"]

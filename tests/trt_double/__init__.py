@@ -276,7 +276,7 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         def __init__(self):
             self.shapes = {}
 
-        def set_shape(self, name, min, opt, max):  # noqa: A002 - binding's names
+        def set_shape(self, name, min, opt, max):
             self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
 
     class TimingCache:
@@ -342,7 +342,6 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
 
         def _fail(self, msg):
             self.logger.log(Logger.ERROR, msg)
-            return None
 
         def build_serialized_network(self, network, config):
             if network.onnx is None:
@@ -445,7 +444,7 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
             return True
 
         def get_tensor_shape(self, name):
-            n, shape, _, mode = self.engine._t(name)
+            _, shape, _, mode = self.engine._t(name)
             if mode == TensorIOMode.INPUT:
                 return self.shapes.get(name, shape)
             batch = next(iter(self.shapes.values()), (shape[0],))[0]
@@ -466,7 +465,7 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
                 nbytes = int(np.prod(s)) * np.dtype(np_of[dt]).itemsize
                 feeds[n] = MEMORY[self.addr[n]][:nbytes].view(np_of[dt]).reshape(s)
             outs = self.engine.session.run(None, feeds)
-            for (n, shape, dt, mode), val in zip([t for t in self.engine._io if t[3] == TensorIOMode.OUTPUT], outs):
+            for (n, _shape, dt, _mode), val in zip([t for t in self.engine._io if t[3] == TensorIOMode.OUTPUT], outs):
                 if n not in self.addr:
                     return False
                 val = np.ascontiguousarray(val, np_of[dt])
@@ -519,4 +518,4 @@ def install(monkeypatch, flavour: str, dla_cores: int = 0) -> types.ModuleType:
     return trt
 
 
-__all__ = ["FLAVOURS", "MEMORY", "install", "make_pycuda", "make_tensorrt", "used_bytes", "io"]
+__all__ = ["FLAVOURS", "MEMORY", "install", "io", "make_pycuda", "make_tensorrt", "used_bytes"]
