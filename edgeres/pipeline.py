@@ -301,7 +301,7 @@ def stage_engine(ctx: Context) -> StageResult:
         note = f"{res['note']}; on the device: {res['trtexec']}"
         return StageResult("skipped", note, rows=[_skip_row("engine", "tensorrt", note, ctx)],
                            artifacts={"trtexec": "engine/trtexec.txt"}, info={"trtexec": res["trtexec"]})
-    rows = ctx.measure("engine", engine, "tensorrt")
+    rows = ctx.measure("engine", engine, "tensorrt", note=res["note"])  # a host proxy says so in its rows
     return StageResult(artifacts={"engine": "engine/model.engine", "trtexec": "engine/trtexec.txt"}, rows=rows,
                        info={"sidecar": res["sidecar"], "trtexec": res["trtexec"]})
 

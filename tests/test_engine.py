@@ -205,6 +205,13 @@ def test_item3_dla_static_profile_and_runtime_core(flavour, monkeypatch, tmp_pat
     assert r.runtime.DLA_core == 1 and r.engine._dla_core_run == 1
     x = _x(3)  # above the static batch: split into runs of the profile's batch
     np.testing.assert_allclose(r.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+    s4 = T.for_dla(T.BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "s4.engine"), input_shape=(3, 32, 32),
+                               batch=(1, 4, 8), int8=False), 0)
+    assert s4.batch == (4, 4, 4)
+    T.build_engine(s4, log=lambda *a: None)
+    r4 = T.TrtRunner(s4.engine)  # static batch 4: 6 images run as 4 + (2 padded to 4)
+    x = _x(6)
+    np.testing.assert_allclose(r4.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -234,11 +241,13 @@ def test_item6_readme_commands_name_only_bundled_files(tmp_path, onnx_files):
 
     xavier = get_target("jetson-xavier-nx")
     pre = Preprocess(size=32)
-    spec = build_spec(onnx_files["dyn"], "x", xavier, pre, int8=True)
+    small = tmp_path / "s.onnx"  # a few-kB model: this test is about the README, not the weights
+    _fp16_io_onnx(small)
+    spec = build_spec(small, "x", xavier, pre, int8=True)
     (tmp_path / "calib.cache").write_text("TRT-8502-EntropyCalibration2\n")
-    for fp32 in (None, onnx_files["dyn"]):
+    for fp32 in (None, small):
         out = tmp_path / f"b{fp32 is None}.tar.gz"
-        res = make_bundle(out, onnx_files["dyn"], xavier, pre, onnx_files["classes"], spec=spec,
+        res = make_bundle(out, small, xavier, pre, onnx_files["classes"], spec=spec,
                           calib_cache=tmp_path / "calib.cache", fp32_onnx=fp32)
         with tarfile.open(out) as tar:
             readme = tar.extractfile("README.md").read().decode()

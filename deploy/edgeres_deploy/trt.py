@@ -275,13 +275,14 @@ class TrtRunner:
         shape = tuple(self.engine.get_tensor_shape(self.inputs[0]))
         self.fixed_batch = shape[0] if shape[0] > 0 else None
         if self.fixed_batch:
-            self.max_batch = self.fixed_batch
-        else:
-            self.max_batch = int(next(iter(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2])))
+            self.min_batch = self.max_batch = self.fixed_batch
+        else:  # the profile's [min, opt, max] shapes; a DLA profile is static (min = max)
+            lo, _, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
+            self.min_batch, self.max_batch = int(next(iter(lo))), int(next(iter(hi)))
         self.last_gpu_ms = None
         self._events = self.cuda.events()
         # device memory this engine holds (weights + activations + I/O), measured around the load
-        self.run(np.zeros((self.fixed_batch or 1, *shape[1:]), np.float32))
+        self.run(np.zeros((self.min_batch, *shape[1:]), np.float32))
         self.gpu_mem_mb = max(0.0, self.cuda.mem_used_mb() - mem0)
         atexit.register(self.close)  # TensorRT objects go before the CUDA context (pycuda.autoprimaryctx pops it at exit)
 
@@ -303,16 +304,22 @@ class TrtRunner:
         return arr[:n].reshape(shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits of ``x``: split into runs of at most the profile's maximum batch; a run below the profile's minimum
+        (a static DLA or fixed-batch engine) is padded with its last image and the padding's outputs dropped."""
         x = np.asarray(x)
-        if len(x) > self.max_batch:
-            gpu = 0.0
-            outs = []
-            for i in range(0, len(x), self.max_batch):
-                outs.append(self._run(x[i : i + self.max_batch]))
-                gpu += self.last_gpu_ms or 0.0
-            self.last_gpu_ms = gpu
-            return np.concatenate(outs)
-        return self._run(x)
+        if self.min_batch <= len(x) <= self.max_batch:
+            return self._run(x)
+        gpu = 0.0
+        outs = []
+        for i in range(0, len(x), self.max_batch):
+            chunk = x[i : i + self.max_batch]
+            n = len(chunk)
+            if n < self.min_batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.min_batch - n, 0)])
+            outs.append(self._run(chunk)[:n])
+            gpu += self.last_gpu_ms or 0.0
+        self.last_gpu_ms = gpu
+        return np.concatenate(outs)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         name_in, name_out = self.inputs[0], self.outputs[0]
