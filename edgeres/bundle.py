@@ -43,6 +43,7 @@ def _readme(target, spec_lines: dict, has_cache: bool) -> str:
 sh install.sh                                  # numpy, pillow (+ pycuda if cuda-python is absent); TensorRT comes with JetPack
 python3 -m edgeres_deploy verify               # sha256 of every file against manifest.json
 python3 -m edgeres_deploy build                # model.engine from model.onnx, for this device's TensorRT (cached)
+python3 -m edgeres_deploy check                # validation images vs the host's reference outputs (also after the first build)
 python3 -m edgeres_deploy bench --csv device.csv   # latency percentiles, throughput, GPU memory (+ RAM/power via tegrastats)
 python3 -m edgeres_deploy predict image.jpg    # top-5 with class names
 python3 -m edgeres_deploy evaluate DIR --csv device.csv   # top-1 on an ImageFolder (DIR/val/CLASS/*.jpg or DIR/CLASS/*.jpg)

@@ -348,3 +348,17 @@ def test_item12_precision_from_the_sidecar_and_known_risks(flavour, monkeypatch,
 
     gc.collect()
     assert trt_double.used_bytes() <= before
+
+
+def test_double_flavours_follow_the_bindings():
+    """The double's surface per release (pyCore.cpp / pyInt8.cpp at 8.5.2, v10.3.0, v11.0): what the product may use."""
+    t85, t10, t11 = (trt_double.make_tensorrt(f) for f in ("8.5", "10.3", "11"))
+    assert hasattr(t85.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and not hasattr(t85.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    assert hasattr(t10.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and hasattr(t10.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    assert not hasattr(t11.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    assert hasattr(t85.BuilderFlag, "INT8") and hasattr(t10.BuilderFlag, "FP16") and not hasattr(t11.BuilderFlag, "INT8")
+    assert hasattr(t85, "IInt8EntropyCalibrator2") and not hasattr(t11, "IInt8EntropyCalibrator2")
+    assert hasattr(t10.Builder, "platform_has_fast_fp16") and not hasattr(t11.Builder, "platform_has_fast_fp16")
+    # an 8.5 network without EXPLICIT_BATCH is implicit-batch: the ONNX parser refuses it
+    net = t85.Builder(t85.Logger()).create_network(0)
+    assert not t85.OnnxParser(net, t85.Logger()).parse(b"")
