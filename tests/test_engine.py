@@ -266,6 +266,12 @@ def test_item7_jetson_nano_is_refused_clearly(cli, onnx_files, tmp_path):
     proc = cli("build-engine", "--onnx", onnx_files["dyn"], "--target", "jetson-nano", "--out", tmp_path / "n.engine")
     assert proc.returncode == 1 and "not supported" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "n.engine").exists()
+    from edgeres.pipeline import OptimizeConfig, optimize
+
+    with pytest.raises(EdgeresError, match="jetson-nano is not supported"):  # before any stage runs
+        optimize(OptimizeConfig(model=str(onnx_files["dyn"]), out=str(tmp_path / "run"), target="jetson-nano"),
+                 log=lambda *a: None)
+    assert not any((tmp_path / "run").glob("*/stage.json")) and not (tmp_path / "run" / "report.csv").exists()
 
 
 def test_item8_tegrastats_power_per_board():
