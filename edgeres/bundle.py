@@ -20,7 +20,7 @@ from edgeres.errors import EdgeresError
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "preprocess.py", "metrics.py", "cuda_mem.py", "trt.py", "bundle.py",
-                 "device_stats.py")
+                 "device_stats.py", "check.py")
 
 
 def _runtime_sources() -> dict:
@@ -45,6 +45,7 @@ mkdir bundle && tar xzf bundle.tar.gz -C bundle && cd bundle
 sh install.sh                          # checks the bundle, then numpy, pillow (+ pycuda if cuda-python is absent); TensorRT comes with JetPack
 ./run.sh verify                        # every file against manifest.json (sha256), and nothing else in the folder
 ./run.sh build                         # model.engine from model.onnx, for this device's TensorRT (cached)
+./run.sh check                         # validation images vs the host's reference outputs (also after the first build)
 ./run.sh bench --csv ../device.csv     # latency percentiles, throughput, GPU memory (+ RAM/power via tegrastats)
 ./run.sh predict ../image.jpg          # top-5 with class names
 ./run.sh evaluate DIR --csv ../device.csv   # top-1 on an ImageFolder (DIR/val/CLASS/*.jpg or DIR/CLASS/*.jpg)
@@ -112,8 +113,13 @@ exec "${PYTHON:-python3}" -E -B "$here/edgeres_deploy/bundle.py" "$@"
 """
 
 
-def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cache=None, extra: dict | None = None) -> dict:
-    """Write the bundle tar.gz atomically; returns {"path", "files": {name: sha256}, "size_mb"}."""
+def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cache=None, extra: dict | None = None,
+                validation: list | None = None, fp32_onnx=None) -> dict:
+    """Write the bundle tar.gz atomically; returns {"path", "files": {name: sha256}, "size_mb", "reference_sha256"}.
+
+    ``validation``: (image, class) samples; a stratified few go into the bundle with the host's reference outputs of
+    ``onnx_path`` (``python -m edgeres_deploy check``). ``fp32_onnx``: the FP32 export, shipped as ``model_fp32.onnx``
+    with a calibration cache (implicit INT8 on TensorRT 8.x needs the FP32 graph)."""
     import hashlib
 
     from edgeres_deploy.trt import spec_to_dict, trtexec_command
@@ -125,6 +131,15 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
                    "preprocess.json": (json.dumps(pre.to_dict(), indent=2) + "\n").encode()}
     if calib_cache and Path(calib_cache).is_file():
         files["calib.cache"] = Path(calib_cache).read_bytes()
+        if fp32_onnx and Path(fp32_onnx).is_file():
+            files["model_fp32.onnx"] = Path(fp32_onnx).read_bytes()
+    ref_sha = None
+    if validation:
+        from edgeres_deploy.check import make_validation, reference_sha256
+
+        val = make_validation(onnx_path, pre.to_dict(), validation)
+        files.update(val)
+        ref_sha = reference_sha256(val)
     spec_lines = {}
     if spec is not None:
         from dataclasses import replace
@@ -136,7 +151,7 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
         for fam, label in ((8, "JetPack 5 (TensorRT 8.5)"), (10, "JetPack 6 / 7.0-7.1 (TensorRT 10.x)"), (11, "JetPack 7.2+ (TensorRT 11)")):
             line_spec = replace(bspec, trt_family=fam)
             spec_lines[label] = " ".join(trtexec_command(line_spec))
-            if "calib.cache" in files and fam < 10:
+            if "calib.cache" in files and "model_fp32.onnx" in files and fam < 10:
                 fp32 = replace(bspec, trt_family=fam, calib_cache="calib.cache", onnx="model_fp32.onnx")
                 spec_lines[label + ", implicit INT8 from calib.cache"] = " ".join(trtexec_command(fp32))
     files["README.md"] = _readme(target, spec_lines, "calib.cache" in files).encode()
@@ -155,7 +170,7 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
                 info.mode = 0o755 if name.endswith(".sh") else 0o644
                 info.mtime = 0  # reproducible archives
                 tar.addfile(info, io.BytesIO(data))
-    return {"path": str(out), "files": sums, "size_mb": os.path.getsize(out) / 1e6,
+    return {"path": str(out), "files": sums, "size_mb": os.path.getsize(out) / 1e6, "reference_sha256": ref_sha,
             "manifest_sha256": hashlib.sha256(files["manifest.json"]).hexdigest()}
 
 
@@ -195,5 +210,14 @@ def bundle_from_run(run_dir, out) -> dict:
         spec = build_spec(onnx_path, "model.engine", target, pre, input_name=name, fixed_batch=fixed,
                           sparsity=bool(cfg.get("sparsity")), dla_core=cfg.get("dla_core"))
     cache = stages.get("quantize", {}).get("artifacts", {}).get("calib_cache")
+    val = None
+    try:  # the run's validation split, for the bundle's self-check images and reference outputs
+        from edgeres.data import resolve_data
+
+        val = resolve_data(manifest["data"]["root"]).val
+    except (EdgeresError, OSError, KeyError, ValueError):
+        pass
+    fp32 = stages.get("export", {}).get("artifacts", {}).get("onnx")
     return make_bundle(out, onnx_path, target, pre, manifest["data"]["classes"], spec=spec,
-                       calib_cache=run_dir / cache if cache else None, extra={"source_run": run_dir.name})
+                       calib_cache=run_dir / cache if cache else None, extra={"source_run": run_dir.name},
+                       validation=val, fp32_onnx=run_dir / fp32 if fp32 else None)

@@ -556,7 +556,7 @@ def deploy_cmd(run_dir, out):
 @main.command("report")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True)
 @click.option("--merge", "merge_csv", type=click.Path(dir_okay=False), multiple=True,
-              help="A CSV written on the device (python3 -m edgeres_deploy bench/evaluate --csv): fold it into the report.")
+              help="A CSV written on the device (./run.sh bench/evaluate --csv): fold it into the report.")
 def report_cmd(run_dir, merge_csv):
     """Rewrite a run's report, folding in rows measured on the device."""
     from edgeres.report import merge_run_report

@@ -92,10 +92,11 @@ class Context:
 
     def __init__(self, cfg: OptimizeConfig, run_dir: Path, log):
         from edgeres.measure import MeasureConfig
-        from edgeres.targets import get_target
+        from edgeres.targets import get_target, require_supported
 
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         self.target = get_target(cfg.target)
+        require_supported(self.target)  # refused before any stage runs: no half-built run for jetson-nano
         self.results: dict = {}
         self.mcfg = MeasureConfig(batch_sizes=tuple(cfg.latency_batch_sizes), min_time_s=cfg.latency_min_time,
                                   threads=cfg.threads, memory=cfg.measure_memory,
@@ -300,7 +301,7 @@ def stage_engine(ctx: Context) -> StageResult:
         note = f"{res['note']}; on the device: {res['trtexec']}"
         return StageResult("skipped", note, rows=[_skip_row("engine", "tensorrt", note, ctx)],
                            artifacts={"trtexec": "engine/trtexec.txt"}, info={"trtexec": res["trtexec"]})
-    rows = ctx.measure("engine", engine, "tensorrt")
+    rows = ctx.measure("engine", engine, "tensorrt", note=res["note"])  # a host proxy says so in its rows
     return StageResult(artifacts={"engine": "engine/model.engine", "trtexec": "engine/trtexec.txt"}, rows=rows,
                        info={"sidecar": res["sidecar"], "trtexec": res["trtexec"]})
 
@@ -321,11 +322,15 @@ def stage_bundle(ctx: Context) -> StageResult:
     out = d / "bundle.tar.gz"
     res = make_bundle(out, onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
                       calib_cache=ctx.artifact("quantize", "calib_cache"),
-                      extra={"source_run": str(ctx.run_dir.name)})
+                      extra={"source_run": str(ctx.run_dir.name)}, validation=ctx.splits.val,
+                      fp32_onnx=ctx.artifact("export", "onnx"))
+    ref = res.get("reference_sha256")
     row = new_row(stage="bundle", artifact="bundle.tar.gz", runtime="edgeres_deploy", input_size=ctx.pre.size,
                   model_size_mb=res["size_mb"], status="ok",
-                  note=f"{len(res['files'])} files; on the device: python3 -m edgeres_deploy build && python3 -m edgeres_deploy bench")
-    return StageResult(artifacts={"bundle": "bundle/bundle.tar.gz"}, rows=[row], info={"files": len(res["files"])})
+                  note=f"{len(res['files'])} files; on the device: ./run.sh build && ./run.sh bench"
+                  + (f" && ./run.sh check --expect-reference {ref}" if ref else ""))
+    return StageResult(artifacts={"bundle": "bundle/bundle.tar.gz"}, rows=[row],
+                       info={"files": len(res["files"]), "reference_sha256": ref})
 
 
 STAGE_FUNCS = {"baseline": stage_baseline, "prune": stage_prune, "export": stage_export, "quantize": stage_quantize,
@@ -520,7 +525,7 @@ def recommend(rows: list, target, budget: float) -> dict:
         "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}",
         "size_reduction": (size_base / best["model_size_mb"]) if size_base and best.get("model_size_mb") else None,
         "macs_reduction": (base["macs"] / best["macs"]) if base.get("macs") and best.get("macs") else None,
-        "speedup_note": ("measure the engine on the device (python3 -m edgeres_deploy bench); ONNX Runtime on this CPU is "
+        "speedup_note": ("measure the engine on the device (./run.sh bench); ONNX Runtime on this CPU is "
                          "only the accuracy proxy for TensorRT INT8") if proxy and speedup is None else "",
     }
 

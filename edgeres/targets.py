@@ -90,5 +90,19 @@ def get_target(name: str) -> Target:
     return TARGETS[key]
 
 
+# targets listed for reference whose device stack edgeres_deploy cannot serve: refused with the reason
+UNSUPPORTED = {
+    "jetson-nano": ("jetson-nano is not supported: JetPack 4.6 ships TensorRT 8.2 (no name-based I/O, no "
+                    "execute_async_v3, no memory pools; its ONNX parser takes opset <= 13) and Python 3.6, which "
+                    "the bundle's runtime does not run on. Use an Orin or Xavier target, or build the FP16 engine "
+                    "yourself with trtexec on the Nano from an opset-13 export"),
+}
+
+
+def require_supported(target: Target) -> None:
+    if target.name in UNSUPPORTED:
+        raise EdgeresError(UNSUPPORTED[target.name])
+
+
 def list_targets() -> list:
     return list(_TARGETS)

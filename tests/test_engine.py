@@ -1,12 +1,12 @@
 import json
 
 import pytest
+from edgeres_deploy.trt import BuildSpec, trtexec_command, version_family
 
 from edgeres.data import Preprocess
 from edgeres.errors import EdgeresError
 from edgeres.stages.engine import build_spec, run_engine, trtexec_line
 from edgeres.targets import ALIASES, TARGETS, get_target, list_targets
-from edgeres_deploy.trt import BuildSpec, trtexec_command, version_family
 
 
 def test_target_registry():
@@ -59,7 +59,8 @@ def test_build_spec_checks_the_profile(tmp_path):
     nx = get_target("jetson-orin-nx")
     s = build_spec("m.onnx", "m.engine", nx, pre, dla_core=1, int8=True)
     assert s.dla_core == 1 and s.workspace_mb == nx.workspace_mb and s.input_shape == (3, 64, 64)
-    assert s.batch == (1, nx.batch, nx.max_batch)
+    assert s.batch == (nx.batch,) * 3  # DLA: static shapes
+    assert build_spec("m.onnx", "m.engine", nx, pre, int8=True).batch == (1, nx.batch, nx.max_batch)
     with pytest.raises(EdgeresError, match="DLA cores"):
         build_spec("m.onnx", "m.engine", get_target("jetson-orin-nano"), pre, dla_core=0, int8=True)
     with pytest.raises(EdgeresError, match="2:4"):
@@ -93,12 +94,12 @@ def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
     """Runs only where TensorRT and a CUDA device exist (a Jetson, a GPU workstation): real build, real inference."""
     pytest.importorskip("tensorrt")
     import numpy as np
+    from edgeres_deploy.trt import TrtRunner
 
     from edgeres.models import load_model
     from edgeres.runtimes.ort import OrtRuntime
     from edgeres.stages.export import export_onnx
     from edgeres.stages.quantize import QuantizeConfig, run_quantize
-    from edgeres_deploy.trt import TrtRunner
 
     lm = load_model(tiny_ckpt)
     export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)
@@ -112,3 +113,258 @@ def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
     got = TrtRunner(str(tmp_path / "q.engine")).run(x)
     ref = OrtRuntime(tmp_path / "q.onnx").run(x)
     assert got.shape == ref.shape and (got.argmax(1) == ref.argmax(1)).mean() >= 0.5
+
+
+# ------------------------------------------------------------------------------------------------ issue 10, against
+# the TensorRT test double (tests/trt_double: 8.5, 10.x, 11.x flavours; ONNX Runtime executes what it "builds")
+import numpy as np
+import trt_double
+
+FLAVOURS = list(trt_double.FLAVOURS)
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory, tiny_ckpt):
+    from edgeres.models import load_model
+    from edgeres.stages.export import ExportConfig, export_onnx
+
+    d = tmp_path_factory.mktemp("onnx")
+    lm = load_model(tiny_ckpt)
+    pre = Preprocess(size=32)
+    export_onnx(lm.model, d / "dyn.onnx", pre, lm.meta)
+    export_onnx(lm.model, d / "fixed.onnx", pre, lm.meta, ExportConfig(dynamic_batch=False, batch=4))
+    return {"dyn": d / "dyn.onnx", "fixed": d / "fixed.onnx", "classes": lm.meta.classes}
+
+
+def _ort(onnx_path, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def _x(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 32, 32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_item1_batches_split_to_the_profile_and_refused_shapes_fail(flavour, monkeypatch, tmp_path, onnx_files, demo_data):
+    """Item 1: batch 20 (and the host's eval batch 32) runs on a (1, 1, 8) profile; a refused shape says so."""
+    trt_double.install(monkeypatch, flavour)
+    from edgeres_deploy.trt import TrtRunner
+
+    from edgeres.data import resolve_data
+    from edgeres.measure import MeasureConfig, measure
+
+    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=32))
+    assert res["status"] == "ok", res["note"]
+    r = TrtRunner(str(tmp_path / "m.engine"))
+    assert r.max_batch == 8
+    x = _x(20)
+    np.testing.assert_allclose(r.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"refused input shape \(9, 3, 32, 32\).*\(1, 3, 32, 32\) \.\. \(8, 3, 32, 32\)"):
+        r._run(_x(9))
+    val = resolve_data(demo_data).val
+    m = measure("engine", tmp_path / "m.engine", "tensorrt", Preprocess(size=32), val,
+                MeasureConfig(eval_batch=32, min_time_s=0.1, min_runs=2, warmup=1, memory=False), progress=False)
+    assert m.rows[0]["status"] == "ok" and m.rows[0]["top1"] is not None and len(m.logits) == len(val)
+
+
+def test_item2_fixed_batch_trtexec_line_and_dla_line(onnx_files, cli, tmp_path):
+    """Item 2 + done-when: no shape flags for a fixed-batch file; --dla-core 0 gives static shapes and DLA flags."""
+    pre = Preprocess(size=32)
+    s = build_spec(onnx_files["fixed"], "e", get_target("jetson-orin-nano"), pre, fixed_batch=4, int8=False)
+    assert "Shapes" not in trtexec_line(s)
+    proc = cli("build-engine", "--onnx", onnx_files["fixed"], "--target", "jetson-orin-nano", "--out", tmp_path / "f.engine")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("trtexec"))
+    assert "--minShapes" not in line and "--optShapes" not in line and "--maxShapes" not in line
+    proc = cli("build-engine", "--onnx", onnx_files["dyn"], "--target", "jetson-agx-orin", "--dla-core", "0",
+               "--out", tmp_path / "d.engine")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("trtexec"))
+    shapes = {a.split("=")[1] for a in line.split() if "Shapes=" in a}
+    assert len(shapes) == 1 and "--useDLACore=0" in line and "--allowGPUFallback" in line
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_item3_dla_static_profile_and_runtime_core(flavour, monkeypatch, tmp_path, onnx_files):
+    """Item 3: a DLA build has min = opt = max (the double, like DLA, refuses dynamic profiles) and the runner sets
+    runtime.DLA_core to the engine's core."""
+    import edgeres_deploy.trt as T
+
+    trt_double.install(monkeypatch, flavour, dla_cores=2)
+    monkeypatch.setattr(T, "on_jetson", lambda: True)
+    nx = get_target("jetson-orin-nx")
+    s = build_spec(onnx_files["dyn"], "e", nx, Preprocess(size=32), dla_core=1, int8=False)
+    assert s.batch == (nx.batch,) * 3
+    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", nx, Preprocess(size=32), dla_core=1)
+    assert res["status"] == "ok", res["note"]
+    assert res["sidecar"]["dla_core"] == 1 and res["sidecar"]["shapes"]["min"] == res["sidecar"]["shapes"]["max"]
+    r = T.TrtRunner(str(tmp_path / "m.engine"))
+    assert r.runtime.DLA_core == 1 and r.engine._dla_core_run == 1
+    x = _x(3)  # above the static batch: split into runs of the profile's batch
+    np.testing.assert_allclose(r.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+    s4 = T.for_dla(T.BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "s4.engine"), input_shape=(3, 32, 32),
+                               batch=(1, 4, 8), int8=False), 0)
+    assert s4.batch == (4, 4, 4)
+    T.build_engine(s4, log=lambda *a: None)
+    r4 = T.TrtRunner(s4.engine)  # static batch 4: 6 images run as 4 + (2 padded to 4)
+    x = _x(6)
+    np.testing.assert_allclose(r4.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_item5_host_proxy_is_labelled_and_never_fails(flavour, monkeypatch, tmp_path, onnx_files):
+    """Item 5: on a host (no /etc/nv_tegra_release, no DLA) a DLA Jetson target builds a labelled host proxy; a
+    failing build is `skipped` with TensorRT's reason, never an exception."""
+    import edgeres_deploy.trt as T
+
+    from edgeres.runtimes.tensorrt_rt import TensorRTRuntime
+
+    trt_double.install(monkeypatch, flavour, dla_cores=0)
+    monkeypatch.setattr(T, "on_jetson", lambda: False)
+    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
+    assert res["status"] == "ok" and "host proxy on Double GPU" in res["note"] and "--useDLACore=0" in res["trtexec"]
+    assert res["sidecar"]["device"].startswith("host proxy: Double GPU") and res["sidecar"]["dla_core"] is None
+    assert "host proxy" in TensorRTRuntime(tmp_path / "m.engine").describe()["device"]
+    monkeypatch.setattr(T, "on_jetson", lambda: True)  # "on a Jetson" without DLA cores: the build fails
+    res = run_engine(onnx_files["dyn"], tmp_path / "n.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
+    assert res["status"] == "skipped" and "TensorRT build failed here" in res["note"] and "DLA core 0" in res["note"]
+
+
+def test_item6_readme_commands_name_only_bundled_files(tmp_path, onnx_files):
+    import re
+    import tarfile
+
+    from edgeres.bundle import make_bundle
+
+    xavier = get_target("jetson-xavier-nx")
+    pre = Preprocess(size=32)
+    small = tmp_path / "s.onnx"  # a few-kB model: this test is about the README, not the weights
+    _fp16_io_onnx(small)
+    spec = build_spec(small, "x", xavier, pre, int8=True)
+    (tmp_path / "calib.cache").write_text("TRT-8502-EntropyCalibration2\n")
+    for fp32 in (None, small):
+        out = tmp_path / f"b{fp32 is None}.tar.gz"
+        res = make_bundle(out, small, xavier, pre, onnx_files["classes"], spec=spec,
+                          calib_cache=tmp_path / "calib.cache", fp32_onnx=fp32)
+        with tarfile.open(out) as tar:
+            readme = tar.extractfile("README.md").read().decode()
+        named = set(re.findall(r"--(?:onnx|calib)=([^\s`]+)", readme))
+        assert named and named <= set(res["files"]), named - set(res["files"])
+        assert ("model_fp32.onnx" in readme) == (fp32 is not None)
+
+
+def test_item7_jetson_nano_is_refused_clearly(cli, onnx_files, tmp_path):
+    from edgeres.targets import require_supported
+
+    with pytest.raises(EdgeresError, match="jetson-nano is not supported: JetPack 4.6 ships TensorRT 8.2"):
+        require_supported(get_target("jetson-nano"))
+    with pytest.raises(EdgeresError, match="not supported"):
+        build_spec(onnx_files["dyn"], "e", get_target("nano"), Preprocess(size=32))
+    proc = cli("build-engine", "--onnx", onnx_files["dyn"], "--target", "jetson-nano", "--out", tmp_path / "n.engine")
+    assert proc.returncode == 1 and "not supported" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "n.engine").exists()
+    from edgeres.pipeline import OptimizeConfig, optimize
+
+    with pytest.raises(EdgeresError, match="jetson-nano is not supported"):  # before any stage runs
+        optimize(OptimizeConfig(model=str(onnx_files["dyn"]), out=str(tmp_path / "run"), target="jetson-nano"),
+                 log=lambda *a: None)
+    assert not any((tmp_path / "run").glob("*/stage.json")) and not (tmp_path / "run" / "report.csv").exists()
+
+
+def test_item8_tegrastats_power_per_board():
+    from conftest import ROOT
+    from edgeres_deploy.device_stats import input_power, parse_line, rails
+
+    expect = {"nano": (900, "POM_5V_IN"), "orin-nano": (4654, "VDD_IN"), "orin-nx": (12673, "VDD_IN"),
+              "xavier-nx": (5079, "VDD_IN"), "xavier-nx-l4t32": (3902, "VDD_IN"), "thor": (19780, "VIN"),
+              "thor-3field": (87426, "VIN"), "agx-orin": (3150 + 14312 + 4968, "VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0"),
+              "agx-xavier": (0 + 310 + 931 + 0 + 466 + 1522, "GPU+CPU+SOC+CV+VDDRQ+SYS5V")}
+    d = ROOT / "tests" / "fixtures" / "tegrastats"
+    for board, (mw, source) in expect.items():
+        text = (d / f"{board}.txt").read_text().splitlines()
+        assert any(ln.startswith("# source:") for ln in text), board
+        line = next(ln for ln in text if not ln.startswith("#"))
+        assert input_power(rails(line)) == (mw, source), board
+        assert parse_line(line)["power_mw"] == mw
+    assert parse_line((d / "nano.txt").read_text().splitlines()[-1])["ram_mb"] == 613
+
+
+def _fp16_io_onnx(path):
+    """A tiny classifier whose input and output are float16 (Cast to float inside)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32), "w")
+    nodes = [helper.make_node("Cast", ["input"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("GlobalAveragePool", ["xf"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["y"]),
+             helper.make_node("Cast", ["y"], ["logits"], to=TensorProto.FLOAT16)]
+    g = helper.make_graph(nodes, "fp16io", [helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["b", 3, 32, 32])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["b", 5])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_item9_io_dtypes_come_from_the_engine(flavour, monkeypatch, tmp_path):
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt_double.install(monkeypatch, flavour)
+    _fp16_io_onnx(tmp_path / "h.onnx")
+    build_engine(BuildSpec(onnx=str(tmp_path / "h.onnx"), engine=str(tmp_path / "h.engine"), input_shape=(3, 32, 32),
+                           int8=False), log=lambda *a: None)
+    r = TrtRunner(str(tmp_path / "h.engine"))
+    assert r.in_dtype == np.float16 and r.out_dtype == np.float16
+    x = _x(3)
+    got = r.run(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, _ort(tmp_path / "h.onnx", x.astype(np.float16)).astype(np.float32), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_item12_precision_from_the_sidecar_and_known_risks(flavour, monkeypatch, tmp_path, onnx_files):
+    """Item 12 (an FP16 engine reports fp16) and the known risks: buffers freed when they grow and on close,
+    gpu_mem_mb measured around the load (weights included), GPU compute time from CUDA events, autoprimaryctx."""
+    import sys
+
+    from edgeres_deploy.cuda_mem import cuda_api
+    from edgeres_deploy.trt import TrtRunner
+
+    from edgeres.runtimes.tensorrt_rt import TensorRTRuntime
+
+    trt_double.install(monkeypatch, flavour)
+    monkeypatch.delitem(sys.modules, "pycuda.autoinit", raising=False)  # the double has no autoinit: must not be needed
+    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("cuda-gpu"), Preprocess(size=32))
+    assert res["status"] == "ok"
+    expected = "as typed in the ONNX" if flavour == "11" else "fp16"
+    assert TensorRTRuntime(tmp_path / "m.engine").precision == expected
+    assert cuda_api().name == "pycuda"
+    before = trt_double.used_bytes()
+    r = TrtRunner(str(tmp_path / "m.engine"))
+    assert r.gpu_mem_mb * 1e6 >= onnx_files["dyn"].stat().st_size  # the weights are in the figure
+    n_bufs = len(trt_double.MEMORY)
+    r.run(_x(8))  # input/output buffers grow: the old ones are freed, not leaked
+    assert len(trt_double.MEMORY) == n_bufs and r.last_gpu_ms is not None and r.last_gpu_ms >= 0
+    r.close()
+    assert not hasattr(r, "engine") and not r._buffers
+    import gc
+
+    gc.collect()
+    assert trt_double.used_bytes() <= before
+
+
+def test_double_flavours_follow_the_bindings():
+    """The double's surface per release (pyCore.cpp / pyInt8.cpp at 8.5.2, v10.3.0, v11.0): what the product may use."""
+    t85, t10, t11 = (trt_double.make_tensorrt(f) for f in ("8.5", "10.3", "11"))
+    assert hasattr(t85.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and not hasattr(t85.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    assert hasattr(t10.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and hasattr(t10.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    assert not hasattr(t11.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    assert hasattr(t85.BuilderFlag, "INT8") and hasattr(t10.BuilderFlag, "FP16") and not hasattr(t11.BuilderFlag, "INT8")
+    assert hasattr(t85, "IInt8EntropyCalibrator2") and not hasattr(t11, "IInt8EntropyCalibrator2")
+    assert hasattr(t10.Builder, "platform_has_fast_fp16") and not hasattr(t11.Builder, "platform_has_fast_fp16")
+    # an 8.5 network without EXPLICIT_BATCH is implicit-batch: the ONNX parser refuses it
+    net = t85.Builder(t85.Logger()).create_network(0)
+    assert not t85.OnnxParser(net, t85.Logger()).parse(b"")

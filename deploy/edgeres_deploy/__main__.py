@@ -1,4 +1,4 @@
-"""./run.sh verify | build | bench | predict IMAGE... | evaluate DIR  [--backend tensorrt|onnxruntime]
+"""./run.sh verify | build | check | bench | predict IMAGE... | evaluate DIR  [--backend tensorrt|onnxruntime]
 
 Needs numpy and pillow, plus tensorrt with pycuda or cuda-python (TensorRT backend) or onnxruntime. No torch.
 Every command verifies the bundle first and refuses one whose folder does not match the manifest exactly (run.sh checks
@@ -40,6 +40,11 @@ class OrtBackend:
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
         self.device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
         self.version = ort.__version__
+        self.max_batch = None
+        self.last_gpu_ms = None
+        from edgeres_deploy.check import onnx_precision
+
+        self.precision = onnx_precision(root / "model.onnx")
 
     def run(self, x):
         return self.session.run(None, {self.input.name: np.ascontiguousarray(x, np.float32)})[0]
@@ -59,14 +64,21 @@ class TrtBackend:
 
         trt = import_tensorrt()
         engine = root / "model.engine"
-        if not engine.is_file() or not _engine_fresh(root):
+        if not engine.is_file() or not _engine_fresh(root):  # an engine built with other options is kept
             if not build_if_missing:
-                raise BackendUnavailable("model.engine not built yet: run `python -m edgeres_deploy build`")
-            cmd_build(argparse.Namespace(force=False, dla_core=None, no_fp16=False), root)
+                raise BackendUnavailable("model.engine not built yet: run `./run.sh build`")
+            if cmd_build(argparse.Namespace(force=False, dla_core=None, no_fp16=False), root):
+                raise B.BundleError("model.engine was built but failed its self-check (see above)")
         self.runner = TrtRunner(str(engine))
         self.fixed_batch = self.runner.fixed_batch
+        self.max_batch = self.runner.max_batch
         self.device = self.runner.device_name()
         self.version = trt.__version__
+        self.precision = self.runner.meta.get("precision") or "unknown"
+
+    @property
+    def last_gpu_ms(self):
+        return self.runner.last_gpu_ms
 
     def run(self, x):
         return self.runner.run(x)
@@ -78,7 +90,9 @@ class TrtBackend:
         return self.runner.device_memory_mb()
 
 
-def _engine_fresh(root: Path) -> bool:
+def _engine_fresh(root: Path, spec=None) -> bool:
+    """model.engine was built from this model.onnx by this TensorRT (and, given ``spec``, with the same build spec:
+    batch profile, precisions, DLA core, sparsity, workspace)."""
     side = root / "model.engine.json"
     if not side.is_file():
         return False
@@ -87,7 +101,13 @@ def _engine_fresh(root: Path) -> bool:
         import tensorrt as trt
     except ImportError:
         return False
-    return meta.get("onnx_sha256") == B.sha256(root / "model.onnx") and meta.get("tensorrt_version") == trt.__version__
+    if meta.get("onnx_sha256") != B.sha256(root / "model.onnx") or meta.get("tensorrt_version") != trt.__version__:
+        return False
+    if spec is not None:
+        from edgeres_deploy.trt import spec_key
+
+        return meta.get("build_spec") == spec_key(spec)
+    return True
 
 
 def make_backend(name: str, root: Path, threads: int | None = None):
@@ -111,28 +131,55 @@ def cmd_verify(args, root: Path) -> int:
     return B.verify_command(root)
 
 
-def cmd_build(args, root: Path) -> int:
-    from edgeres_deploy.trt import build_engine, spec_from_dict, version_family, import_tensorrt
+def _wanted_spec(args, root: Path):
+    from edgeres_deploy.trt import for_dla, import_tensorrt, spec_from_dict, version_family
 
     trt = import_tensorrt()
     settings = B.build_settings(root)
     if not settings:
         raise B.BundleError("build.json missing: this bundle's target has no TensorRT engine")
-    if not args.force and (root / "model.engine").is_file() and _engine_fresh(root):
-        print("model.engine is up to date (same ONNX, same TensorRT); --force rebuilds")
-        return 0
     spec = spec_from_dict(settings)
     spec.onnx, spec.engine = str(root / "model.onnx"), str(root / "model.engine")
     spec.timing_cache = str(root / "timing.cache")
     spec.trt_family = version_family(trt.__version__)
     spec.calib_cache = None  # model.onnx carries Q/DQ: explicit quantization
     if args.dla_core is not None:
-        spec.dla_core = args.dla_core
+        spec = for_dla(spec, args.dla_core)  # DLA: static shapes
     if args.no_fp16:
         spec.fp16 = False
+    return spec, settings
+
+
+def cmd_build(args, root: Path) -> int:
+    from edgeres_deploy.trt import build_engine
+
+    spec, settings = _wanted_spec(args, root)
+    if not args.force and (root / "model.engine").is_file() and _engine_fresh(root, spec):
+        print("model.engine is up to date (same ONNX, same TensorRT, same build options); --force rebuilds")
+        return 0
     pre = Preprocess.from_json(root / "preprocess.json")
     build_engine(spec, extra_meta={"classes": B.labels(root), "preprocess": pre.to_dict(), "target": settings.get("target")})
+    from edgeres_deploy.check import has_validation
+
+    if has_validation(root):  # the first build proves the engine against the host's reference outputs
+        return cmd_check(argparse.Namespace(backend="tensorrt", threads=None, csv=None, expect_reference=None), root)
     return 0
+
+
+def cmd_check(args, root: Path) -> int:
+    from edgeres_deploy.check import run_check
+
+    backend = make_backend(args.backend, root, args.threads)
+    res = run_check(root, backend)
+    print(res["message"], file=sys.stdout if res["passed"] else sys.stderr)
+    if args.expect_reference and res["reference_sha256"] != args.expect_reference:
+        print(f"FAIL validation/reference.npz has sha256 {res['reference_sha256'][:16]}…, the host's run recorded "
+              f"{args.expect_reference[:16]}…: the reference outputs are not the host's", file=sys.stderr)
+        res["passed"] = False
+        res["row"]["status"] = "failed"
+    if args.csv:
+        B.upsert_csv(args.csv, res["row"])
+    return 0 if res["passed"] else 1
 
 
 def cmd_bench(args, root: Path) -> int:
@@ -145,18 +192,31 @@ def cmd_bench(args, root: Path) -> int:
         if backend.fixed_batch and bs != backend.fixed_batch:
             print(f"batch {bs}: skipped (model has fixed batch {backend.fixed_batch})")
             continue
+        if backend.max_batch and bs > backend.max_batch:
+            print(f"batch {bs}: skipped (the engine's profile allows batches up to {backend.max_batch})")
+            continue
         x = rng.standard_normal((bs, 3, pre.size, pre.size)).astype(np.float32)
+        gpu_ms = []
+
+        def once(x=x, gpu_ms=gpu_ms):
+            backend.run(x)
+            if backend.last_gpu_ms is not None:
+                gpu_ms.append(backend.last_gpu_ms)
+
         with TegraStats() as ts:
-            st = measure_latency(lambda: backend.run(x), bs, warmup=args.warmup, min_runs=args.min_runs,
+            st = measure_latency(once, bs, warmup=args.warmup, min_runs=args.min_runs,
                                  min_time_s=args.min_time, sync=backend.sync)
         dev = ts.summary()
         note = "; ".join(f"{k} {v:.0f}" for k, v in dev.items() if v is not None)
+        if gpu_ms:  # what trtexec calls GPU Compute; the percentiles above are end-to-end (pinned H2D/D2H included)
+            gpu = float(np.percentile(gpu_ms[args.warmup:] or gpu_ms, 50))
+            note = "; ".join(x for x in (f"GPU compute p50 {gpu:.3f} ms (CUDA events), latency columns end-to-end", note) if x)
         print(f"{backend.name} batch {bs}: p50 {st.p50_ms:.3f} ms  p90 {st.p90_ms:.3f}  p99 {st.p99_ms:.3f}  "
               f"{st.throughput_ips:.1f} img/s" + (f"  [{note}]" if note else ""))
         if args.csv:
             B.upsert_csv(args.csv, {
                 "stage": _stage(backend), "artifact": "model.engine" if backend.name == "tensorrt" else "model.onnx",
-                "runtime": backend.name, "device": backend.device, "precision": "int8", "batch_size": bs,
+                "runtime": backend.name, "device": backend.device, "precision": backend.precision, "batch_size": bs,
                 "input_size": pre.size, "latency_p50_ms": round(st.p50_ms, 4), "latency_p90_ms": round(st.p90_ms, 4),
                 "latency_p99_ms": round(st.p99_ms, 4), "throughput_ips": round(st.throughput_ips, 2),
                 "model_size_mb": round(os.path.getsize(root / ("model.engine" if backend.name == "tensorrt" else "model.onnx")) / 1e6, 3),
@@ -241,7 +301,7 @@ def cmd_evaluate(args, root: Path) -> int:
     print(json.dumps({"backend": backend.name, "device": backend.device, "images": len(samples), **acc}))
     if args.csv:
         B.upsert_csv(args.csv, {"stage": _stage(backend), "artifact": "model.engine" if backend.name == "tensorrt" else "model.onnx",
-                                "runtime": backend.name, "device": backend.device, "precision": "int8",
+                                "runtime": backend.name, "device": backend.device, "precision": backend.precision,
                                 "batch_size": 1, "input_size": pre.size, "top1": round(acc["top1"], 3),
                                 "top5": round(acc["top5"], 3), "status": "ok"})
     return 0
@@ -275,6 +335,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true")
     b.add_argument("--dla-core", type=int, default=None)
     b.add_argument("--no-fp16", action="store_true")
+    c = sub.add_parser("check", help="run the bundle's validation images; compare with the host's reference outputs")
+    c.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads (onnxruntime)")
+    c.add_argument("--csv", default=None, help="write/merge the check's report.csv row")
+    c.add_argument("--expect-reference", default=None, metavar="SHA256",
+                   help="the reference digest the host's run recorded (report.json / bundle stage): refuse another")
     for name, hlp in (("bench", "latency percentiles, throughput, memory, power"), ("predict", "top-k for images"),
                       ("evaluate", "top-1/top-5 on an ImageFolder")):
         p = sub.add_parser(name, help=hlp)
@@ -304,8 +370,9 @@ def main(argv=None) -> int:
             return cmd_verify(args, root)
         B.require_verified(root)
         _check_inputs(args, root)
-        return {"build": cmd_build, "bench": cmd_bench, "predict": cmd_predict, "evaluate": cmd_evaluate}[args.cmd](args, root)
-    except (B.BundleError, BackendUnavailable) as e:
+        return {"build": cmd_build, "check": cmd_check, "bench": cmd_bench, "predict": cmd_predict,
+                "evaluate": cmd_evaluate}[args.cmd](args, root)
+    except (B.BundleError, BackendUnavailable, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # an unreadable or unwritable path: one line naming it

@@ -1,4 +1,11 @@
-"""Device buffers and streams through pycuda or cuda-python, whichever is installed (pycuda first)."""
+"""Device buffers, pinned host buffers, streams and events through pycuda or cuda-python (pycuda first).
+
+pycuda: ``pycuda.autoprimaryctx`` (retains the device's primary context, the one the TensorRT runtime uses; NVIDIA's
+TensorRT samples use it) instead of ``pycuda.autoinit`` (a new context that is popped at exit while TensorRT objects
+may still be alive: "invalid device context" errors). Buffers are freed when they grow and on ``TrtRunner.close``.
+Timing: a pair of CUDA events around the enqueue gives the GPU compute time (``cuEventElapsedTime``), apart from the
+end-to-end time that includes the (pinned) host<->device copies.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ class _PyCuda:
     name = "pycuda"
 
     def __init__(self):
-        import pycuda.autoinit  # noqa: F401 - creates the context
+        import pycuda.autoprimaryctx  # noqa: F401 - the primary context, shared with TensorRT
         import pycuda.driver as cuda
 
         self.cuda = cuda
@@ -22,6 +29,30 @@ class _PyCuda:
 
     def malloc(self, nbytes: int):
         return self.cuda.mem_alloc(max(1, nbytes))
+
+    @staticmethod
+    def free(buf) -> None:
+        buf.free()
+
+    def pinned_empty(self, n: int, dtype) -> np.ndarray:
+        return self.cuda.pagelocked_empty(int(n), dtype)
+
+    @staticmethod
+    def free_pinned(arr) -> None:
+        base = getattr(arr, "base", None)
+        if base is not None and hasattr(base, "free"):
+            base.free()
+
+    def events(self) -> tuple:
+        return self.cuda.Event(), self.cuda.Event()
+
+    def record(self, event) -> None:
+        event.record(self.stream)
+
+    @staticmethod
+    def elapsed_ms(start, end) -> float:
+        end.synchronize()
+        return float(start.time_till(end))
 
     @staticmethod
     def ptr(buf) -> int:
@@ -53,6 +84,7 @@ class _CudaPython:
         except ImportError:
             from cuda import cudart  # cuda-python < 12.6
         self.rt = cudart
+        self._pinned: dict = {}
         self.stream = self._check(cudart.cudaStreamCreate())
         self.stream_handle = int(self.stream)
 
@@ -64,6 +96,35 @@ class _CudaPython:
 
     def malloc(self, nbytes: int):
         return self._check(self.rt.cudaMalloc(max(1, nbytes)))
+
+    def free(self, buf) -> None:
+        self._check(self.rt.cudaFree(buf))
+
+    def pinned_empty(self, n: int, dtype) -> np.ndarray:
+        import ctypes
+
+        dtype = np.dtype(dtype)
+        nbytes = max(1, int(n) * dtype.itemsize)
+        ptr = int(self._check(self.rt.cudaMallocHost(nbytes)))
+        buf = (ctypes.c_byte * nbytes).from_address(ptr)
+        arr = np.frombuffer(buf, dtype=dtype, count=int(n))
+        self._pinned[arr.ctypes.data] = ptr
+        return arr
+
+    def free_pinned(self, arr) -> None:
+        ptr = self._pinned.pop(arr.ctypes.data, None)
+        if ptr is not None:
+            self._check(self.rt.cudaFreeHost(ptr))
+
+    def events(self) -> tuple:
+        return self._check(self.rt.cudaEventCreate()), self._check(self.rt.cudaEventCreate())
+
+    def record(self, event) -> None:
+        self._check(self.rt.cudaEventRecord(event, self.stream))
+
+    def elapsed_ms(self, start, end) -> float:
+        self._check(self.rt.cudaEventSynchronize(end))
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
 
     @staticmethod
     def ptr(buf) -> int:

@@ -52,9 +52,32 @@ class BuildSpec:
     timing_cache: str | None = None
     calib_cache: str | None = None  # implicit INT8 (legacy TRT 8.x) from an FP32 ONNX
     trt_family: int = 10
+    dynamic: bool = True  # the ONNX input has a dynamic batch dimension (False: fixed-batch export, no profile)
 
     def shape(self, b: int) -> tuple:
         return (b, *self.input_shape)
+
+    @property
+    def static(self) -> bool:
+        return self.batch[0] == self.batch[2]
+
+
+# what decides an engine's content besides the ONNX and the TensorRT version: a change here means "rebuild"
+SPEC_KEYS = ("input_shape", "batch", "int8", "fp16", "dla_core", "sparsity", "workspace_mb", "dynamic")
+
+
+def spec_key(spec: BuildSpec) -> dict:
+    d = asdict(spec)
+    return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in SPEC_KEYS}
+
+
+def for_dla(spec: BuildSpec, core: int) -> BuildSpec:
+    """The spec on DLA core ``core``: DLA has no dynamic shapes, so the profile becomes static at its opt batch
+    (min = opt = max); otherwise every layer would fall back to the GPU."""
+    from dataclasses import replace
+
+    b = spec.batch[1]
+    return replace(spec, dla_core=core, batch=(b, b, b))
 
 
 def _shape_arg(spec: BuildSpec, b: int) -> str:
@@ -66,7 +89,9 @@ def trtexec_command(spec: BuildSpec) -> list:
     fam = spec.trt_family
     cmd = ["trtexec", f"--onnx={spec.onnx}", f"--saveEngine={spec.engine}"]
     lo, opt, hi = spec.batch
-    cmd += [f"--minShapes={_shape_arg(spec, lo)}", f"--optShapes={_shape_arg(spec, opt)}", f"--maxShapes={_shape_arg(spec, hi)}"]
+    if spec.dynamic:  # trtexec refuses explicit shapes for a static (fixed-batch) model (sampleEngines.cpp)
+        cmd += [f"--minShapes={_shape_arg(spec, lo)}", f"--optShapes={_shape_arg(spec, opt)}",
+                f"--maxShapes={_shape_arg(spec, hi)}"]
     if fam >= 11:
         cmd.append("--stronglyTyped")
         if spec.calib_cache:
@@ -143,16 +168,22 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
     if spec.sparsity:
         config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     if spec.dla_core is not None:
+        if not spec.static:
+            spec = for_dla(spec, spec.dla_core)
         if builder.num_DLA_cores <= spec.dla_core:
             raise RuntimeError(f"DLA core {spec.dla_core} asked for, this device has {builder.num_DLA_cores}")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = spec.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    profile = builder.create_optimization_profile()
     inp = network.get_input(0)
     lo, opt, hi = spec.batch
-    profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
-    config.add_optimization_profile(profile)
+    if -1 in tuple(inp.shape):  # a fixed-batch ONNX has no dynamic dimension and takes no profile
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
+        config.add_optimization_profile(profile)
+    else:
+        b = int(next(iter(inp.shape)))
+        lo = opt = hi = b
     cache_bytes = b""
     if spec.timing_cache and os.path.exists(spec.timing_cache):
         with open(spec.timing_cache, "rb") as f:
@@ -182,6 +213,7 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         "input_name": inp.name,
         "shapes": {"min": list(spec.shape(lo)), "opt": list(spec.shape(opt)), "max": list(spec.shape(hi))},
         "dla_core": spec.dla_core,
+        "build_spec": spec_key(spec),
         "sparsity": spec.sparsity,
         "workspace_mb": spec.workspace_mb,
         "onnx": os.path.basename(spec.onnx),
@@ -207,14 +239,29 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 class TrtRunner:
-    """Run a serialized engine: numpy batch in, numpy logits out (one input, one output)."""
+    """Run a serialized engine: numpy batch in, numpy logits out (one input, one output).
 
-    def __init__(self, engine_path: str):
+    Batches above the engine's profile maximum are split; input/output dtypes come from the engine; host buffers
+    are pinned; ``last_gpu_ms`` is the GPU compute time of the last run (CUDA events around the enqueue, what
+    trtexec calls "GPU Compute"), separate from the end-to-end time a caller measures around ``run``.
+    """
+
+    def __init__(self, engine_path: str, dla_core: int | None = None):
+        import atexit
+
         trt = import_tensorrt()
         self.trt = trt
         self.cuda = cuda_api()
+        self._buffers: dict = {}
+        self._host: dict = {}
+        self.meta = _sidecar(engine_path)
+        if dla_core is None:
+            dla_core = self.meta.get("dla_core")
+        mem0 = self.cuda.mem_used_mb()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)  # must outlive the engine
+        if dla_core is not None:  # the engine runs on the runtime's DLA core, not on the one it was built for
+            self.runtime.DLA_core = int(dla_core)
         with open(engine_path, "rb") as f:
             self.engine = self.runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
@@ -223,46 +270,116 @@ class TrtRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.inputs[0])))
+        self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.outputs[0])))
         shape = tuple(self.engine.get_tensor_shape(self.inputs[0]))
         self.fixed_batch = shape[0] if shape[0] > 0 else None
-        self._buffers: dict = {}
+        if self.fixed_batch:
+            self.min_batch = self.max_batch = self.fixed_batch
+        else:  # the profile's [min, opt, max] shapes; a DLA profile is static (min = max)
+            lo, _, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
+            self.min_batch, self.max_batch = int(next(iter(lo))), int(next(iter(hi)))
+        self.last_gpu_ms = None
+        self._events = self.cuda.events()
+        # device memory this engine holds (weights + activations + I/O), measured around the load
+        self.run(np.zeros((self.min_batch, *shape[1:]), np.float32))
+        self.gpu_mem_mb = max(0.0, self.cuda.mem_used_mb() - mem0)
+        atexit.register(self.close)  # TensorRT objects go before the CUDA context (pycuda.autoprimaryctx pops it at exit)
 
     def _buffer(self, name: str, nbytes: int):
         buf = self._buffers.get(name)
         if buf is None or buf[1] < nbytes:
+            if buf is not None:
+                self.cuda.free(buf[0])
             buf = (self.cuda.malloc(nbytes), nbytes)
             self._buffers[name] = buf
         return buf[0]
 
+    def _pinned(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        arr = self._host.get(name)
+        n = int(np.prod(shape))
+        if arr is None or arr.dtype != dtype or arr.size < n:
+            arr = self.cuda.pinned_empty(n, dtype)
+            self._host[name] = arr
+        return arr[:n].reshape(shape)
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        """Logits of ``x``: split into runs of at most the profile's maximum batch; a run below the profile's minimum
+        (a static DLA or fixed-batch engine) is padded with its last image and the padding's outputs dropped."""
+        x = np.asarray(x)
+        if self.min_batch <= len(x) <= self.max_batch:
+            return self._run(x)
+        gpu = 0.0
+        outs = []
+        for i in range(0, len(x), self.max_batch):
+            chunk = x[i : i + self.max_batch]
+            n = len(chunk)
+            if n < self.min_batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.min_batch - n, 0)])
+            outs.append(self._run(chunk)[:n])
+            gpu += self.last_gpu_ms or 0.0
+        self.last_gpu_ms = gpu
+        return np.concatenate(outs)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         name_in, name_out = self.inputs[0], self.outputs[0]
-        self.context.set_input_shape(name_in, tuple(x.shape))
-        d_in = self._buffer(name_in, x.nbytes)
+        if not self.context.set_input_shape(name_in, tuple(int(d) for d in x.shape)):
+            lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(name_in, 0))
+            raise ValueError(f"TensorRT refused input shape {tuple(x.shape)} for {name_in!r}: the engine's profile "
+                             f"is {lo} .. {hi}")
+        h_in = self._pinned(name_in, x.shape, self.in_dtype)
+        h_in[...] = x
+        d_in = self._buffer(name_in, h_in.nbytes)
         out_shape = tuple(self.context.get_tensor_shape(name_out))
-        out_dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name_out)))
-        out = np.empty(out_shape, dtype=out_dtype)
-        d_out = self._buffer(name_out, out.nbytes)
-        self.cuda.htod(d_in, x)
+        h_out = self._pinned(name_out, out_shape, self.out_dtype)
+        d_out = self._buffer(name_out, h_out.nbytes)
+        self.cuda.htod(d_in, h_in)
         self.context.set_tensor_address(name_in, self.cuda.ptr(d_in))
         self.context.set_tensor_address(name_out, self.cuda.ptr(d_out))
+        start, end = self._events
+        self.cuda.record(start)
         if not self.context.execute_async_v3(self.cuda.stream_handle):
             raise RuntimeError("TensorRT execution failed")
-        self.cuda.dtoh(out, d_out)
+        self.cuda.record(end)
+        self.cuda.dtoh(h_out, d_out)
         self.cuda.sync()
-        return out.astype(np.float32, copy=False)
+        self.last_gpu_ms = self.cuda.elapsed_ms(start, end)
+        return h_out.astype(np.float32)
 
     def sync(self) -> None:
         self.cuda.sync()
 
     def device_memory_mb(self) -> float:
-        size = getattr(self.engine, "device_memory_size_v2", None)
-        if size is None:
-            size = self.engine.device_memory_size
-        return float(size) / 1e6
+        """Device memory the loaded engine holds (measured before/after load: weights, activations, I/O)."""
+        return self.gpu_mem_mb
 
     def device_name(self) -> str:
         return self.cuda.device_name()
+
+    def close(self) -> None:
+        """Free the buffers, then the context, engine and runtime (in that order), while the CUDA context lives."""
+        for buf, _ in self._buffers.values():
+            self.cuda.free(buf)
+        self._buffers.clear()
+        for h in self._host.values():
+            self.cuda.free_pinned(h)
+        self._host.clear()
+        for attr in ("context", "engine", "runtime"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+
+
+def _sidecar(engine_path: str) -> dict:
+    try:
+        with open(str(engine_path) + ".json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def on_jetson() -> bool:
+    """True on a Jetson (L4T writes /etc/nv_tegra_release); the host builds only labelled proxies for a Jetson."""
+    return os.path.exists("/etc/nv_tegra_release")
 
 
 def spec_from_dict(d: dict) -> BuildSpec:
@@ -277,5 +394,6 @@ def spec_to_dict(spec: BuildSpec) -> dict:
     return asdict(spec)
 
 
-__all__ = ["BackendUnavailable", "BuildSpec", "TrtRunner", "build_engine", "import_tensorrt", "spec_from_dict",
-           "spec_to_dict", "trtexec_command", "version_family", "field"]
+__all__ = ["SPEC_KEYS", "BackendUnavailable", "BuildSpec", "TrtRunner", "build_engine", "field", "for_dla",
+           "import_tensorrt", "on_jetson", "spec_from_dict", "spec_key", "spec_to_dict", "trtexec_command",
+           "version_family"]

@@ -19,9 +19,10 @@ class TensorRTRuntime(Runtime):
             self.runner = TrtRunner(str(artifact))
         except BackendUnavailable as e:
             raise RuntimeUnavailable(str(e)) from None
-        self.device = "cuda:" + self.runner.device_name()
+        meta = self.runner.meta
+        self.device = meta.get("device") if meta.get("host_proxy") else "cuda:" + self.runner.device_name()
         self.fixed_batch = self.runner.fixed_batch
-        self.precision = "int8"
+        self.precision = meta.get("precision") or "unknown (no sidecar)"
         self.threads = threads
 
     def run(self, x: np.ndarray) -> np.ndarray:

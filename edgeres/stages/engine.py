@@ -10,7 +10,7 @@ import json
 import shlex
 from pathlib import Path
 
-from edgeres_deploy.trt import BuildSpec, trtexec_command
+from edgeres_deploy.trt import BuildSpec, for_dla, trtexec_command
 
 from edgeres.errors import EdgeresError
 
@@ -19,8 +19,11 @@ def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", d
                sparsity: bool = False, calib_cache: str | None = None, int8: bool | None = None,
                timing_cache: str | None = None, fixed_batch: int | None = None) -> BuildSpec:
     """The BuildSpec for ``target``: precisions, workspace, batch profile, DLA and 2:4 checked against the profile."""
+    from edgeres.targets import require_supported
+
     if target.runtime != "tensorrt":
         raise EdgeresError(f"target {target.name} runs {target.runtime}, not TensorRT: no engine to build")
+    require_supported(target)
     if dla_core is not None and dla_core >= target.dla_cores:
         raise EdgeresError(f"target {target.name} has {target.dla_cores} DLA cores; --dla-core {dla_core} is not one of them")
     if sparsity and not target.sparsity_2_4:
@@ -30,10 +33,12 @@ def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", d
     if int8 and not target.int8:
         raise EdgeresError(f"target {target.name} has no useful INT8; build an FP16 engine from the FP32 export")
     batch = (fixed_batch, fixed_batch, fixed_batch) if fixed_batch else (1, target.batch, target.max_batch)
-    return BuildSpec(onnx=str(onnx_path), engine=str(engine_path), input_name=input_name,
+    spec = BuildSpec(onnx=str(onnx_path), engine=str(engine_path), input_name=input_name,
                      input_shape=(3, pre.size, pre.size), batch=batch, int8=int8, fp16="fp16" in target.precisions,
                      dla_core=dla_core, sparsity=sparsity, workspace_mb=target.workspace_mb,
-                     timing_cache=timing_cache, calib_cache=calib_cache, trt_family=target.trt_family or 10)
+                     timing_cache=timing_cache, calib_cache=calib_cache, trt_family=target.trt_family or 10,
+                     dynamic=not fixed_batch)
+    return for_dla(spec, dla_core) if dla_core is not None else spec
 
 
 def _is_qdq(onnx_path) -> bool:
@@ -57,9 +62,16 @@ def trtexec_line(spec: BuildSpec) -> str:
 
 def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None, dla_core: int | None = None,
                sparsity: bool = False, calib_cache: str | None = None, log=print) -> dict:
-    """Build the engine, or return {"status": "skipped", "note": why, "trtexec": line} where TensorRT cannot run."""
+    """Build the engine, or return {"status": "skipped", "note": why, "trtexec": line} where TensorRT cannot run.
+
+    A Jetson target built anywhere but on a Jetson is a labelled host proxy: built for this host's GPU (without DLA,
+    which a host has not), its sidecar's ``device`` says so, and the note tells that the Jetson's own engine is built
+    on the Jetson. A failed build is ``skipped`` with TensorRT's reason: it never fails the pipeline.
+    """
+    from dataclasses import replace
+
     from edgeres_deploy.cuda_mem import BackendUnavailable
-    from edgeres_deploy.trt import build_engine
+    from edgeres_deploy.trt import build_engine, on_jetson
 
     name, fixed = _onnx_io(onnx_path)
     timing = str(Path(engine_path).with_name("timing.cache"))
@@ -67,12 +79,29 @@ def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None,
                       calib_cache=calib_cache if calib_cache and target.implicit_int8 and not _is_qdq(onnx_path) else None,
                       timing_cache=timing, fixed_batch=fixed)
     line = trtexec_line(spec)
+    meta = {"classes": list(classes or []), "preprocess": pre.to_dict(), "target": target.name}
+    build, note = spec, ""
+    proxy = target.name.startswith("jetson") and not on_jetson()
+    if proxy:
+        build = replace(spec, dla_core=None)
     try:
-        sidecar = build_engine(spec, extra_meta={"classes": list(classes or []), "preprocess": pre.to_dict(),
-                                                 "target": target.name}, log=log)
+        if proxy:
+            from edgeres_deploy.cuda_mem import cuda_api
+            from edgeres_deploy.trt import import_tensorrt
+
+            import_tensorrt()  # the reason to give first where TensorRT is missing
+
+            gpu = cuda_api().device_name()
+            meta.update(host_proxy=True, device=f"host proxy: {gpu} (not a {target.name})")
+            note = (f"host proxy on {gpu}: this engine is for this host's GPU, not the {target.name}'s"
+                    + (f" (no DLA here; --dla-core {dla_core} applies on the device)" if dla_core is not None else "")
+                    + f"; on the device: {line}")
+        sidecar = build_engine(build, extra_meta=meta, log=log)
     except BackendUnavailable as e:
         return {"status": "skipped", "note": str(e), "trtexec": line, "spec": spec}
-    return {"status": "ok", "note": "", "trtexec": line, "spec": spec, "sidecar": sidecar}
+    except (RuntimeError, ValueError) as e:
+        return {"status": "skipped", "note": f"TensorRT build failed here ({e})", "trtexec": line, "spec": spec}
+    return {"status": "ok", "note": note, "trtexec": line, "spec": spec, "sidecar": sidecar}
 
 
 def spec_json(spec: BuildSpec) -> str:
