@@ -48,6 +48,7 @@ class ModelMeta:
     sparsity: str | None = None
     source_format: str = "edgeres"
     extra: dict = field(default_factory=dict)
+    save_as: str | None = None  # the checkpoint form chosen for this model (see save_checkpoint); not stored
 
     @property
     def num_classes(self) -> int:
@@ -70,7 +71,7 @@ def build_model(arch: str = "resnet50", num_classes: int = 1000):
 
 def module_specs(model) -> dict:
     """Constructor arguments of every Conv2d/BatchNorm2d/Linear: enough to rebuild a pruned ResNet exactly."""
-    import torch.nn as nn
+    from torch import nn
 
     specs = {}
     for name, m in model.named_modules():
@@ -89,7 +90,7 @@ def _reshape(module, spec: dict, name: str) -> None:
     """Give ``module`` the shapes of ``spec`` in place: its class (a timm subclass too) is kept; the weights are
     placeholders until ``load_state_dict``."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     t, P = spec["type"], nn.Parameter
     if t == "Conv2d" and isinstance(module, nn.Conv2d):
@@ -169,7 +170,7 @@ def save_checkpoint(path, model, meta: ModelMeta, extra_state: dict | None = Non
 
     from edgeres.utils import atomic_path
 
-    arch = arch or checkpoint_arch(model, meta)
+    arch = arch or meta.save_as or checkpoint_arch(model, meta)
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
@@ -363,7 +364,7 @@ def _from_module(obj, path: Path, num_classes, arch, classes, source: str) -> Lo
 
 
 def _from_object(obj, path: Path, num_classes, arch, classes, trust_model: bool = False) -> LoadedModel:
-    import torch.nn as nn
+    from torch import nn
 
     if isinstance(obj, nn.Module):
         return _from_module(obj, path, num_classes, arch, classes, "pickled-module")

@@ -21,7 +21,7 @@ class Anatomy:
 def trace_anatomy(model, size: int = 32) -> Anatomy:
     """One forward pass (batch 1, ``size`` px, no grad, eval mode) with hooks; the model's mode is restored."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     x = torch.randn(1, 3, size, size)
     calls = []  # (name, module, input tensor, output tensor) in execution order

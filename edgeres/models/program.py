@@ -15,7 +15,7 @@ import io
 import zipfile
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from edgeres.errors import ModelFileError
 
