@@ -112,6 +112,10 @@ def test_prune_reload_export_quantize_check(tmp_path, demo_data, name, form):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(back.model(x), info["model"](x), atol=1e-5)
+    # MACs of the reloaded file, whatever its form (an exported program has no Conv modules: its ATen ops are counted)
+    from edgeres.metrics import torch_macs_params
+
+    assert abs(torch_macs_params(back.model, 32)[0] / info["macs_after"] - 1) < 0.05
     pre = resolve_model_preprocess(back.meta.preprocess, None)
     assert evaluate_artifact(tmp_path / "p.pt", demo_data, pre, progress=False)["images"] > 0
     ex = run_export(tmp_path / "p.pt", tmp_path / "p.onnx", ExportConfig(parity_images=8), data=demo_data)
