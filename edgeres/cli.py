@@ -276,7 +276,10 @@ def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, threads, min_time,
 def prune_cmd(model_path, data, out, ratio, target_macs, importance, global_pruning, round_to, iterative_steps,
               prune_stem, sparsity, target, finetune_epochs, kd_alpha, kd_temperature, lr, batch_size, image_size,
               crop_ratio, mean, std, trust_model):
-    """Structured channel pruning (+2:4 sparsity) with distillation fine-tuning; saves a weights-only checkpoint."""
+    """Structured channel pruning (+2:4 sparsity) with distillation fine-tuning; saves a weights-only checkpoint.
+
+    Any ResNet-like classifier: torchvision and timm ResNets are rebuilt by name, other classes are written as their
+    torch.export program. The file is reloaded and checked against the pruned model before success is reported."""
     from edgeres.stages.prune import FinetuneConfig, PruneConfig, run_prune
     from edgeres.targets import get_target
 
@@ -288,7 +291,8 @@ def prune_cmd(model_path, data, out, ratio, target_macs, importance, global_prun
                     pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
     click.echo(f"MACs {res['macs_before'] / 1e9:.3f} G -> {res['macs_after'] / 1e9:.3f} G "
                f"({res['macs_before'] / max(1, res['macs_after']):.2f}x fewer), params {res['params_before'] / 1e6:.2f} M -> "
-               f"{res['params_after'] / 1e6:.2f} M, top-1 {res['top1_before']:.2f}% -> {res['top1_after']:.2f}%  -> {out}")
+               f"{res['params_after'] / 1e6:.2f} M, top-1 {res['top1_before']:.2f}% -> {res['top1_after']:.2f}%  -> {out}"
+               f" ({res.get('format', 'checkpoint')}, reload checked)")
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -151,6 +151,12 @@ def torch_macs_params(model, input_size: int, batch: int = 1) -> tuple[int, int]
     was_training = model.training
     model.eval()
     macs, params = tp.utils.count_ops_and_params(model, torch.randn(batch, 3, input_size, input_size))
+    if not macs:  # a torch.export program (or TorchScript) has no Conv modules to hook: count its ATen ops instead
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.randn(batch, 3, input_size, input_size))
+        macs = counter.get_total_flops() // 2
     model.train(was_training)
     return int(macs), int(params)
 

@@ -187,7 +187,8 @@ def stage_prune(ctx: Context) -> StageResult:
     pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed)
     ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
                         lr=cfg.finetune_lr, batch_size=cfg.batch_size)
-    info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target)
+    info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target,
+                              trust_model=cfg.trust_model)
     for tmp in d.glob("model.last.pt"):
         tmp.unlink()  # only for resuming an interrupted fine-tune; the stage is done
     note = f"channel ratio {info['ratio']:.2f}, {info['macs_before'] / max(1, info['macs_after']):.2f}x fewer MACs"
@@ -387,7 +388,9 @@ class Pipeline:
         ctx.pre = resolve_model_preprocess(lm.meta.preprocess, _pre_overrides(self.cfg))
         from edgeres.evaluate import check_classes
 
-        n_out = lm.model.fc.out_features if hasattr(lm.model, "fc") and hasattr(lm.model.fc, "out_features") else None
+        from edgeres.models import num_outputs
+
+        n_out = num_outputs(lm.model, min(ctx.pre.size, 64))  # whatever the head is called
         check_classes(self.cfg.model, lm.meta.classes, ctx.splits.classes, n_out)
         manifest = {
             "model": {"path": os.path.abspath(self.cfg.model), "sha256": sha256_file(self.cfg.model),

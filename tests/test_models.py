@@ -79,3 +79,94 @@ def test_wrong_class_count(tmp_path, r18):
 def test_unknown_arch():
     with pytest.raises(ModelFileError, match="unknown architecture"):
         build_model("vgg16", 10)
+
+
+# ------------------------------------------------------------------------------------------------ any file a user brings
+def _sd_variants(sd):
+    import argparse
+
+    return {
+        # timm's train.py: the weights beside its argparse Namespace (plain data, read without --trust-model)
+        "ckpt.pth.tar": {"epoch": 3, "arch": "resnet18", "state_dict": sd, "args": argparse.Namespace(lr=0.1)},
+        # Lightning: the network under `model.`, next to a loss's own tensors and the trainer's bookkeeping
+        "lightning.ckpt": {"epoch": 1, "global_step": 10, "pytorch-lightning_version": "2.4.0",
+                           "hyper_parameters": {"lr": 0.1},
+                           "state_dict": {**{"model." + k: v for k, v in sd.items()}, "criterion.weight": torch.ones(7)}},
+        "model.pth": {"model": sd},
+        "train.pt": {"model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": []}, "epoch": 5},
+        "ddp.pth": {"module." + k: v for k, v in sd.items()},
+        "weights.bin": sd,  # any name: the content decides
+    }
+
+
+def test_every_wrapped_state_dict(tmp_path, r18):
+    for name, obj in _sd_variants(r18.state_dict()).items():
+        torch.save(obj, tmp_path / name)
+        loaded = load_model(tmp_path / name)
+        assert loaded.meta.arch == "resnet18" and loaded.meta.num_classes == 7, name
+        assert _same(r18, loaded.model), name
+
+
+def test_torchscript_and_torch_export_by_content(tmp_path, r18):
+    for name in ("m.ts", "m.torchscript", "scripted.pth"):
+        torch.jit.script(r18).save(str(tmp_path / name))
+        loaded = load_model(tmp_path / name)
+        assert loaded.meta.source_format == "torchscript" and loaded.meta.num_classes == 7 and _same(r18, loaded.model)
+    ep = torch.export.export(r18, (torch.randn(2, 3, 32, 32),),
+                             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    for name in ("m.pt2", "exported.pt"):
+        torch.export.save(ep, tmp_path / name)
+        loaded = load_model(tmp_path / name)  # no --trust-model: every pickled member is checked to be plain data
+        assert loaded.meta.source_format == "torch.export" and loaded.meta.num_classes == 7
+        assert _same(r18, loaded.model)
+
+
+def test_timm_state_dicts_and_modules(tmp_path):
+    timm = pytest.importorskip("timm")
+    for name in ("resnet50d", "seresnet50", "resnext50_32x4d"):
+        torch.manual_seed(0)
+        m = timm.create_model(name, pretrained=False, num_classes=5).eval()
+        torch.save({"state_dict": m.state_dict()}, tmp_path / f"{name}.pth")
+        loaded = load_model(tmp_path / f"{name}.pth")
+        assert loaded.meta.arch == f"timm:{name}" and loaded.meta.source_format == "timm-state-dict"
+        assert _same(m, loaded.model), name
+    # timm's plain resnet50 (the a1/a2/a3 recipes' weights) has torchvision's names: read as a torchvision ResNet50
+    sd = timm.create_model("resnet50", pretrained=False, num_classes=5).state_dict()
+    torch.save(sd, tmp_path / "a1.pth")
+    assert load_model(tmp_path / "a1.pth").meta.arch == "resnet50"
+    # a whole timm module: only with --trust-model, and then recognised by its timm name
+    torch.save(m, tmp_path / "module.pth")
+    with pytest.raises(ModelFileError, match="--trust-model"):
+        load_model(tmp_path / "module.pth")
+    assert load_model(tmp_path / "module.pth", trust_model=True).meta.arch == "timm:resnext50_32x4d"
+
+
+def test_timm_state_dict_without_timm_says_how_to_install(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    from edgeres.models import timm_models
+
+    torch.save(timm.create_model("resnet50d", pretrained=False, num_classes=3).state_dict(), tmp_path / "d.pth")
+    monkeypatch.setattr(timm_models, "have_timm", lambda: False)
+    with pytest.raises(ModelFileError, match=r"timm is not installed; install the timm extra: pip install 'edgeres\[timm\]'"):
+        load_model(tmp_path / "d.pth")
+
+
+def test_files_that_are_no_model_name_the_accepted_formats(tmp_path, cli):
+    import onnx
+    from onnx import TensorProto, helper
+
+    (tmp_path / "notes.pth").write_text("these are my notes, not weights\n")
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(g), tmp_path / "model.pt")  # an ONNX file under a PyTorch name
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    torch.save({"conv.weight": torch.ones(3, 3, 3, 3)}, tmp_path / "foreign.pt")  # tensors, but no ResNet
+    for name in ("notes.pth", "model.pt", "list.pt", "foreign.pt"):
+        with pytest.raises(ModelFileError, match="accepted: an edgeres checkpoint") as e:
+            load_model(tmp_path / name)
+        assert "\n" not in str(e.value), name
+    proc = cli("export", "--model", tmp_path / "notes.pth", "--out", tmp_path / "x.onnx")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "accepted:" in proc.stderr
+    assert not (tmp_path / "x.onnx").exists()

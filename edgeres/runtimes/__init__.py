@@ -58,12 +58,16 @@ class Runtime:
 
 def artifact_kind(path) -> str:
     suffix = Path(path).suffix.lower()
-    if suffix in (".pt", ".pth", ".ckpt", ".bin"):
+    if suffix in (".pt", ".pth", ".ckpt", ".bin", ".pt2", ".ts", ".torchscript", ".tar", ".pkl"):
         return "pt"
     if suffix == ".onnx":
         return "onnx"
     if suffix in (".engine", ".plan", ".trt"):
         return "engine"
+    from edgeres.models import is_model_file
+
+    if Path(path).is_file() and is_model_file(path):  # a PyTorch file by its content, whatever its name
+        return "pt"
     raise EdgeresError(f"{path}: unknown artifact type {suffix!r}; expected .pt, .onnx or .engine")
 
 

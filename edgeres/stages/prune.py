@@ -45,15 +45,34 @@ class PruneConfig:
             raise EdgeresError("--iterative-steps must be >= 1")
 
 
-def check_prunable(model) -> None:
-    """The pruner understands torchvision-style ResNets (conv1/bn1/layer1..4/fc); anything else is refused."""
-    import torch.nn as nn
+def check_prunable(model, size: int = 64):
+    """Any ResNet-like network Torch-Pruning can trace: a Linear classifier on the logits and convolutions before it.
 
-    missing = [n for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc") if not hasattr(model, n)]
-    if missing or isinstance(model, __import__("torch").jit.ScriptModule) or not isinstance(getattr(model, "fc", None), nn.Linear):
-        raise EdgeresError(
-            f"the model is not a ResNet the pruner understands (missing {', '.join(missing) or 'a Linear fc'}); "
-            "edgeres prunes torchvision-style ResNet18/34/50/101 (load a state dict or edgeres checkpoint, not TorchScript)")
+    The classifier and the stem are found from the traced forward (``edgeres.models.graph``), not from attribute names;
+    returns that ``Anatomy``. TorchScript and exported programs are refused: their layers are frozen into a graph.
+    """
+    import torch
+    from torch import nn
+
+    from edgeres.models.graph import trace_anatomy
+    from edgeres.models.program import ExportedModule
+
+    if isinstance(model, (torch.jit.ScriptModule, ExportedModule)):
+        raise EdgeresError("the model is a TorchScript / torch.export program, whose layers cannot be pruned; "
+                           "give its state dict, an edgeres checkpoint, or the pickled module (--trust-model)")
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise EdgeresError("the model is not a ResNet the pruner understands (no convolutions); edgeres prunes "
+                           "convolutional classifiers such as torchvision/timm ResNets and custom ResNets")
+    try:
+        anatomy = trace_anatomy(model, min(size, 64))
+    except Exception as e:  # noqa: BLE001 - the user's forward failed on a plain image batch
+        raise EdgeresError(f"the model does not run on a 1x3x{min(size, 64)}x{min(size, 64)} image batch "
+                           f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                           "it is not a ResNet the pruner understands") from None
+    if anatomy.classifier is None:
+        raise EdgeresError("the model is not a ResNet the pruner understands (no Linear classifier produces its "
+                           "logits); edgeres prunes classifiers that end in a Linear layer")
+    return anatomy
 
 
 def _importance(name: str):
@@ -67,11 +86,18 @@ def _importance(name: str):
     }[name]()
 
 
+def kept_layers(model, keep_stem: bool = True, size: int = 64) -> list:
+    """The layers never pruned: the classifier (its outputs are the classes) and, by default, the stem."""
+    anatomy = check_prunable(model, size)
+    names = [anatomy.classifier] + (list(anatomy.stem) if keep_stem else [])
+    return [model.get_submodule(n) for n in names]
+
+
 def _make_pruner(model, cfg: PruneConfig, ratio: float, size: int):
     import torch
     import torch_pruning as tp
 
-    ignored = [model.fc] + ([model.conv1] if cfg.keep_stem else [])
+    ignored = kept_layers(model, cfg.keep_stem, size)
     return tp.pruner.MetaPruner(
         model, torch.randn(1, 3, size, size), importance=_importance(cfg.importance), global_pruning=cfg.global_pruning,
         pruning_ratio=ratio, iterative_steps=cfg.iterative_steps, ignored_layers=ignored, round_to=cfg.round_to,
@@ -125,7 +151,7 @@ def channel_prune(model, cfg: PruneConfig, size: int, grad_batches=None, between
     """
     from edgeres.metrics import torch_macs_params
 
-    check_prunable(model)
+    check_prunable(model, size)
     model.eval()
     macs0, params0 = torch_macs_params(model, size)
     ratio = cfg.ratio if cfg.ratio is not None else ratio_for_macs(model, cfg, size, cfg.target_macs)
@@ -146,7 +172,7 @@ def channel_prune(model, cfg: PruneConfig, size: int, grad_batches=None, between
 # ------------------------------------------------------------------------------------------------ 2:4 sparsity
 def sparse_eligible(module) -> bool:
     """Conv/Linear layers TensorRT can run 2:4-sparse: input channels a multiple of 4 (so not the RGB stem), groups 1."""
-    import torch.nn as nn
+    from torch import nn
 
     if isinstance(module, nn.Conv2d):
         return module.groups == 1 and module.in_channels % 4 == 0 and module.in_channels >= 16
@@ -238,9 +264,94 @@ class FinetuneConfig:
     max_steps_per_epoch: int | None = None
 
 
+def choose_form(model, meta, size: int, trust_model: bool = False, log=None) -> str:
+    """The checkpoint form a pruned ``model`` will be written in, decided before any work is done.
+
+    torchvision and timm ResNets: an edgeres checkpoint rebuilt by name plus the pruned layer shapes. Any other
+    class: its ``torch.export`` program (reloads with torch alone). Only when that is impossible, and only with
+    ``--trust-model``, a pickled module, said aloud; without the flag the prune is refused before it starts.
+    """
+    from edgeres.models import PICKLED_ARCH, PROGRAM_ARCH, checkpoint_arch
+    from edgeres.models.program import export_program
+
+    form = checkpoint_arch(model, meta)
+    if form.startswith("timm:"):
+        if _rebuilds(form, model):
+            return form
+        (log or print)(f"note: {type(model).__name__} was built with other arguments than timm's {form[5:]!r} "
+                       "defaults; it is written as its torch.export program instead")
+        form = PROGRAM_ARCH
+    if form != PROGRAM_ARCH:
+        return form
+    try:
+        export_program(model, size)
+        return form
+    except Exception as e:  # noqa: BLE001 - torch.export refuses many Python constructs
+        why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if not trust_model:
+        raise EdgeresError(
+            f"{type(model).__name__} is neither a torchvision nor a timm ResNet and torch.export cannot capture it "
+            f"({why}), so a pruned copy could only be written as a pickled module; pass --trust-model to allow that "
+            "(reloading it will need --trust-model and your class importable)")
+    (log or print)(f"note: {type(model).__name__} cannot be exported with torch.export ({why}); the pruned model is "
+                   "written as a pickled module (--trust-model): reloading it needs --trust-model and your class")
+    return PICKLED_ARCH
+
+
+def _rebuilds(form: str, model) -> bool:
+    """Whether ``rebuild(form, module_specs(model))`` has exactly ``model``'s parameter names and shapes."""
+    from edgeres.models import module_specs, num_outputs, rebuild
+
+    try:
+        back = rebuild(form, module_specs(model), num_outputs(model) or 1000)
+    except Exception:  # noqa: BLE001 - any failure means: not rebuildable this way
+        return False
+    have = {k: tuple(v.shape) for k, v in back.state_dict().items()}
+    return have == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def verify_reload(path, model, size: int, trust_model: bool = False) -> None:
+    """Reload ``path`` as every later stage will and compare its logits with ``model``'s; on any difference the file
+    is deleted and the step fails, so no pruned file that cannot be read back is ever left behind as a success."""
+    import os
+
+    import torch
+
+    from edgeres.models import load_model
+
+    why = None
+    try:
+        back = load_model(path, trust_model=trust_model).model
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 3, size, size, generator=g)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            ref, got = model(x), back(x)
+        model.train(was_training)
+        if tuple(ref.shape) != tuple(got.shape):
+            why = f"output shape {tuple(got.shape)} instead of {tuple(ref.shape)}"
+        else:
+            diff = float((ref - got).abs().max())
+            tol = 1e-4 * max(1.0, float(ref.abs().max()))
+            if not diff <= tol:
+                why = f"max |dlogit| {diff:.3g} > {tol:.3g}"
+    except Exception as e:  # noqa: BLE001 - whatever stops the reload is the failure to report
+        why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if why is not None:
+        if os.path.exists(path):
+            os.unlink(path)
+        raise EdgeresError(f"the pruned model written to {path} does not reload to the same network ({why}); the file "
+                           "was removed. Please report this with the model's architecture")
+
+
 def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig, out_path, target=None,
-                       progress: bool = True) -> dict:
-    """Prune ``loaded`` (a LoadedModel), fine-tune with distillation from the unpruned model, save to ``out_path``."""
+                       progress: bool = True, trust_model: bool = False) -> dict:
+    """Prune ``loaded`` (a LoadedModel), fine-tune with distillation from the unpruned model, save to ``out_path``.
+
+    The file written is reloaded and checked against the in-memory model before this returns (``verify_reload``);
+    ``info["format"]`` says which checkpoint form it is (``resnet50``, ``timm:resnet50d``, ``exported-program``...).
+    """
     import torch
 
     from edgeres.data import ImageDataset, train_transform
@@ -251,10 +362,10 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
     if cfg.sparsity == "2:4" and target is not None and not target.sparsity_2_4:
         raise EdgeresError(f"target {target.name} has no 2:4 sparse tensor cores; use an Orin/Thor target or drop --sparsity")
     model = loaded.model
-    check_prunable(model)
+    size = pre.size
+    check_prunable(model, size)
     torch.manual_seed(cfg.seed)
     teacher = copy.deepcopy(model).eval()
-    size = pre.size
 
     def grad_batches():
         from torch.utils.data import DataLoader
@@ -266,8 +377,11 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
                 break
             yield x, torch.as_tensor(y)
 
-    meta = ModelMeta(**{**loaded.meta.__dict__})
+    meta = ModelMeta(**loaded.meta.__dict__)
     meta.extra = dict(loaded.meta.extra)
+    meta.save_as = choose_form(model, meta, size, trust_model)
+    if meta.arch != meta.save_as:
+        meta.arch = meta.save_as
     tcfg = TrainConfig(epochs=ft.epochs, batch_size=ft.batch_size, optimizer=ft.optimizer, lr=ft.lr,
                        kd_alpha=ft.kd_alpha, kd_temperature=ft.kd_temperature, min_scale=ft.min_scale,
                        max_steps_per_epoch=ft.max_steps_per_epoch, warmup_epochs=0.2, seed=cfg.seed)
@@ -278,7 +392,7 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
     masks = None
     info = {"ratio": 0.0}
     if cfg.ratio is not None or cfg.target_macs is not None:
-        step_path = lambda i: out_path.with_name(f"{out_path.stem}.step{i + 1}.pt")  # noqa: E731
+        step_path = lambda i: out_path.with_name(f"{out_path.stem}.step{i + 1}.pt")
         info = channel_prune(model, cfg, size, grad_batches,
                              between_steps=(lambda i: finetune(step_path(i))) if ft.epochs > 0 else None)
     else:
@@ -291,14 +405,24 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
         meta.sparsity = "2:4"
         info["sparse_layers"] = len(masks)
     meta.extra["prune"] = {**asdict(cfg), **{k: v for k, v in info.items()}}
-    save_checkpoint(out_path, model, meta)  # the pruned model before fine-tuning, so that 0 epochs is valid
-    ft_result = None
-    if ft.epochs > 0:
-        ft_result = finetune(out_path)
-        from edgeres.models import load_model
+    try:
+        save_checkpoint(out_path, model, meta)  # the pruned model before fine-tuning, so that 0 epochs is valid
+        ft_result = None
+        if ft.epochs > 0:
+            ft_result = finetune(out_path)
+            from edgeres.models import load_model
 
-        best = load_model(out_path)  # fit wrote the best epoch
-        model.load_state_dict(best.model.state_dict())
+            best = load_model(out_path, trust_model=trust_model)  # fit wrote the best epoch
+            model.load_state_dict(best.model.state_dict())
+    except BaseException:
+        import os
+
+        if os.path.exists(out_path):  # a half-done prune leaves no file that looks finished
+            os.unlink(out_path)
+        raise
+    model.eval()
+    verify_reload(out_path, model, size, trust_model)
+    info["format"] = meta.save_as
     info["finetune"] = {k: v for k, v in (ft_result or {}).items() if k != "history"}
     info["model"] = model
     info["meta"] = meta
@@ -318,16 +442,17 @@ def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, 
 
     cfg.validate()
     loaded = load_model(model_path, trust_model=trust_model)
-    check_prunable(loaded.model)
     pre = resolve_model_preprocess(loaded.meta.preprocess, pre_overrides)
+    check_prunable(loaded.model, pre.size)
     loaded.meta.preprocess = pre.to_dict()
     root = resolve_data_for(loaded.meta, data)
     if root is None:
         raise EdgeresError(f"{model_path} records no data folder: pass --data (fine-tuning and accuracy need images)")
     splits = resolve_data(root)
     from edgeres.evaluate import check_classes
+    from edgeres.models import num_outputs
 
-    check_classes(model_path, loaded.meta.classes, splits.classes, loaded.model.fc.out_features)
+    check_classes(model_path, loaded.meta.classes, splits.classes, num_outputs(loaded.model, min(pre.size, 64)))
     if not loaded.meta.classes or loaded.meta.classes[0].startswith("class_"):
         loaded.meta.classes = list(splits.classes)
 
@@ -340,7 +465,8 @@ def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, 
         return topk_accuracy(logits.numpy(), targets.numpy(), (1,))["top1"]
 
     before = top1(loaded.model)
-    info = prune_and_finetune(loaded, splits, pre, cfg, ft, Path(out), target=target, progress=progress)
+    info = prune_and_finetune(loaded, splits, pre, cfg, ft, Path(out), target=target, progress=progress,
+                              trust_model=trust_model)
     after = top1(info["model"])
     info.update(top1_before=before, top1_after=after)
     return info
