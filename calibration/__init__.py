@@ -89,10 +89,9 @@ def write_manifest(path, calib: CalibrationSet, pre: Preprocess) -> dict:
         "images": [{"path": os.path.relpath(p, root) if root else p, "sha256": sha256(p), "label": lab}
                    for p, lab in calib.items],
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+    from edgeres_deploy.fsio import write_text_atomic
+
+    write_text_atomic(path, json.dumps(doc, indent=1))
     return doc
 
 

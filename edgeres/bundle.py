@@ -19,7 +19,7 @@ from edgeres.errors import EdgeresError
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "preprocess.py", "metrics.py", "cuda_mem.py", "trt.py", "bundle.py",
-                 "device_stats.py")
+                 "device_stats.py", "fsio.py")
 
 
 def _runtime_sources() -> dict:
