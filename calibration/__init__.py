@@ -116,15 +116,14 @@ def load_manifest(path, verify: bool = True) -> tuple[CalibrationSet, Preprocess
 
 def load_arrays(calib: CalibrationSet, pre: Preprocess, expect_shape: tuple | None = None) -> np.ndarray:
     """All calibration images as one float32 NCHW array, preprocessed exactly as for evaluation."""
-    from PIL import Image, UnidentifiedImageError
+    from edgeres_deploy.preprocess import ImageError
 
     arrays = []
     for p, _ in calib.items:
         try:
-            with Image.open(p) as img:
-                arrays.append(pre(img))
-        except (UnidentifiedImageError, OSError) as e:
-            raise CalibrationError(f"cannot read calibration image {p} ({e.__class__.__name__}); remove or replace it") from None
+            arrays.append(pre.load(p))
+        except ImageError as e:
+            raise CalibrationError(f"cannot read calibration image {e}; remove or replace it") from None
     if not arrays:
         raise CalibrationError("the calibration set is empty")
     x = np.stack(arrays)

@@ -68,6 +68,15 @@ def clean_stale_tmp(folder: str | os.PathLike, name: str | None = None, recursiv
     return removed
 
 
+def _disk_full(folder, margin: int = 1 << 20) -> bool:
+    """Less than ``margin`` bytes left to an unprivileged writer in ``folder``'s filesystem."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
 def _with_path(e: OSError, path) -> OSError:
     """The same error, naming ``path`` (ENOSPC from write() names no file)."""
     if getattr(e, "filename", None) and str(e.filename) == str(path):
@@ -100,10 +109,16 @@ def atomic_path(final: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer says "unexpected pos" and numpy's tofile "requested and written" on a full disk
+        full = _disk_full(final.parent)
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _with_path(e, final) from None
+        if full and getattr(e, "errno", None) != errno.ENOSPC:
+            raise _with_path(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), final) from e
+        if isinstance(e, OSError):
+            raise _with_path(e, final) from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
