@@ -179,10 +179,9 @@ def write_trt_cache(path, scales: dict, trt_version: str = "8.5.2") -> str:
     a header line, then ``tensor: hexscale`` per tensor, where scale = amax / 127."""
     lines = [trt_cache_header(trt_version)] + [f"{name}: {scale_to_hex(s)}" for name, s in sorted(scales.items())]
     text = "\n".join(lines) + "\n"
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from edgeres_deploy.fsio import write_text_atomic
+
+    write_text_atomic(path, text)
     return text
 
 

@@ -232,9 +232,9 @@ class Context:
                     reference_logits=self.baseline_logits(), baseline_top1=self.baseline_top1(), note=note,
                     model=model)
         if m.logits is not None:  # kept for later stages' comparisons, across resumed runs too
-            np.save(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
+            _save_npy(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
         if stage == "baseline" and runtime == "torch" and m.logits is not None:
-            np.save(self.run_dir / "baseline" / "logits.npy", m.logits)
+            _save_npy(self.run_dir / "baseline" / "logits.npy", m.logits)
             for r in m.rows:
                 r["top1_delta"], r["agreement"] = 0.0, 100.0
             self._baseline_rows = m.rows
@@ -570,6 +570,13 @@ class Pipeline:
             "stage": name, "inputs_hash": h, "status": res.status, "note": res.note, "artifacts": res.artifacts,
             "artifact_sha256": res.digests, "rows": res.rows, "info": _jsonable(res.info),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def _save_npy(path: Path, arr) -> None:
+    from edgeres.utils import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
 
 
 def read_stage_record(path) -> dict | None:
