@@ -282,6 +282,9 @@ def test_onnx_fixed_size_without_metadata(onnx32, demo_data):
 def test_onnx_huge_fixed_batch(tmp_path, demo_data):
     m = tiny_onnx(tmp_path / "huge.onnx", [10**9, 3, 32, 32])
     fails_cleanly(run("evaluate", "--model", m, "--data", demo_data), "huge.onnx", "fixed batch of 1000000000")
+    fails_cleanly(run("quantize", "--onnx", m, "--calib", demo_data / "val", "--target", "x86-cpu", "--out",
+                      tmp_path / "q.onnx", "--calib-size", "4"), "huge.onnx", "fixed batch of 1000000000")
+    fails_cleanly(run("bench", "--model", m, "--no-memory", "--min-time", "0.1"), "huge.onnx", "fixed batch")
 
 
 def test_onnx_classes_metadata_not_json(tmp_path, demo_data):

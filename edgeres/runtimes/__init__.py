@@ -134,7 +134,7 @@ def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
 def _typed(path, key, value, kind):
     if not isinstance(value, kind) or (kind is list and not all(isinstance(c, str) for c in value)):
         raise EdgeresError(f"{path}: {key} must be a {'list of class names' if kind is list else 'mapping'}; "
-                           "re-export the artifact with edgeres or remove the entry")
+                           "re-export the artifact with edgeres or remove that metadata entry")
     return value
 
 
@@ -144,7 +144,7 @@ def _json_meta(path, key, text, kind):
         value = json.loads(text)
     except ValueError:
         raise EdgeresError(f"{path}: {key} is not valid JSON; re-export the artifact with edgeres "
-                           "(or pass --image-size/--num-classes and remove the entry)") from None
+                           "or remove that metadata entry") from None
     return _typed(path, key, value, kind)
 
 
