@@ -134,7 +134,7 @@ def bundle_from_run(run_dir, out) -> dict:
         raise EdgeresError(f"{run_dir} is not an edgeres run directory (no config.yaml/manifest.json); run `edgeres optimize` first") from None
     except (ValueError, yaml.YAMLError):
         raise EdgeresError(f"{run_dir}'s config.yaml or manifest.json is corrupt; run `edgeres optimize` again") from None
-    from edgeres.pipeline import read_stage_record
+    from edgeres.utils import read_stage_record
 
     stages = {}
     for name in ("export", "quantize"):

@@ -13,6 +13,14 @@ class ModelFileError(EdgeresError):
     """A model file that cannot be read, or should not be read without trust."""
 
 
+class ConfigError(EdgeresError):
+    """A config value of the wrong type or out of range; ``key`` names it."""
+
+    def __init__(self, key: str, need: str, value):
+        self.key, self.need, self.value = key, need, value
+        super().__init__(f"{key}: {need} (got {value!r})")
+
+
 class StageSkipped(Exception):
     """Raised by a stage that cannot run here; the message is the reason recorded in the report."""
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeres.errors import EdgeresError
-from edgeres.utils import clean_stale_tmp, sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from edgeres.errors import ConfigError, EdgeresError
+from edgeres.utils import (clean_stale_tmp, read_stage_record, remove_empty_dirs, save_npy_atomic, sha256_file,
+                           sha256_json, write_json_atomic, write_text_atomic)
 
 STAGES = ("baseline", "prune", "export", "quantize", "engine", "bundle")
 
@@ -58,16 +59,17 @@ class OptimizeConfig:
 
     def validate(self) -> None:
         """Types and ranges of every key, the same for CLI flags, YAML and Python; raises ConfigError naming the key."""
+        from edgeres.config_rules import CONFIG_RULES, check_value
         from edgeres.stages.prune import IMPORTANCES
         from edgeres.stages.quantize import METHODS
         from edgeres.targets import get_target
 
         for f in fields(self):
-            rule = _CONFIG_RULES[f.name]
+            rule = CONFIG_RULES[f.name]
             value = getattr(self, f.name)
             if value is None and rule[1]:
                 continue
-            setattr(self, f.name, _check_value(f.name, value, *rule))
+            setattr(self, f.name, check_value(f.name, value, *rule))
         choices = {"importance": IMPORTANCES, "calib_method": METHODS, "sparsity": (None, "2:4")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -85,70 +87,6 @@ class OptimizeConfig:
         if unknown:
             raise EdgeresError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(names))}")
         return cls(**d)
-
-
-class ConfigError(EdgeresError):
-    """A config value of the wrong type or out of range; ``key`` names it."""
-
-    def __init__(self, key: str, need: str, value):
-        self.key, self.need, self.value = key, need, value
-        super().__init__(f"{key}: {need} (got {value!r})")
-
-
-# key -> (kind, None allowed, low, high, low open); kind: str, int, float, bool, list3 (3 numbers), intlist
-_CONFIG_RULES = {
-    "model": ("str", False, None, None, False), "target": ("str", False, None, None, False),
-    "data": ("str", True, None, None, False), "calib": ("str", True, None, None, False),
-    "out": ("str", True, None, None, False), "prune": ("float", False, 0.0, 0.95, False),
-    "sparsity": ("str", True, None, None, False), "importance": ("str", False, None, None, False),
-    "finetune_epochs": ("int", False, 0, None, False), "kd_alpha": ("float", False, 0.0, 1.0, False),
-    "kd_temperature": ("float", False, 0.0, None, True), "finetune_lr": ("float", False, 0.0, None, True),
-    "batch_size": ("int", False, 1, None, False), "calib_size": ("int", False, 1, None, False),
-    "calib_method": ("str", False, None, None, False), "quant_max_drop": ("float", True, 0.0, None, True),
-    "max_accuracy_drop": ("float", False, 0.0, None, False), "opset": ("int", False, 13, 25, False),
-    "image_size": ("int", True, 8, 4096, False), "crop_ratio": ("float", True, 0.1, 1.0, False),
-    "mean": ("list3", True, None, None, False), "std": ("list3", True, 0.0, None, True),
-    "trust_model": ("bool", False, None, None, False), "latency_batch_sizes": ("intlist", False, 1, 4096, False),
-    "latency_min_time": ("float", False, 0.0, None, True), "measure_memory": ("bool", False, None, None, False),
-    "threads": ("int", True, 1, None, False), "dla_core": ("int", True, 0, None, False),
-    "seed": ("int", False, 0, None, False),
-}
-
-
-def _check_value(key, value, kind, _nullable, lo, hi, lo_open):
-    import math
-
-    def number(v, integer):
-        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok or (isinstance(v, float) and not math.isfinite(v)):
-            raise ConfigError(key, f"must be {'a whole number' if integer else 'a number'}" + rng(), value)
-        if (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
-            raise ConfigError(key, "out of range: must be" + rng(), value)
-        return int(v) if integer else float(v)
-
-    def rng():
-        if lo is None and hi is None:
-            return ""
-        left = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
-        right = f"<= {hi}" if hi is not None else ""
-        return " " + " and ".join(x for x in (left, right) if x)
-
-    if kind == "str":
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if not isinstance(value, str):
-            raise ConfigError(key, "must be a string", value)
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(key, "must be true or false", value)
-        return value
-    if kind in ("int", "float"):
-        return number(value, kind == "int")
-    if not isinstance(value, (list, tuple)) or (kind == "list3" and len(value) != 3) or not value:
-        need = "a list of three numbers, e.g. [0.485, 0.456, 0.406]" if kind == "list3" else "a list of batch sizes, e.g. [1, 8]"
-        raise ConfigError(key, f"must be {need}", value)
-    return [number(v, kind == "intlist") for v in value]
 
 
 def load_config_file(path) -> dict:
@@ -232,9 +170,9 @@ class Context:
                     reference_logits=self.baseline_logits(), baseline_top1=self.baseline_top1(), note=note,
                     model=model)
         if m.logits is not None:  # kept for later stages' comparisons, across resumed runs too
-            _save_npy(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
+            save_npy_atomic(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
         if stage == "baseline" and runtime == "torch" and m.logits is not None:
-            _save_npy(self.run_dir / "baseline" / "logits.npy", m.logits)
+            save_npy_atomic(self.run_dir / "baseline" / "logits.npy", m.logits)
             for r in m.rows:
                 r["top1_delta"], r["agreement"] = 0.0, 100.0
             self._baseline_rows = m.rows
@@ -572,33 +510,6 @@ class Pipeline:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
-def _save_npy(path: Path, arr) -> None:
-    from edgeres.utils import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
-
-
-def read_stage_record(path) -> dict | None:
-    """A stage's ``stage.json``, or None when it is missing, unreadable, truncated or not a record."""
-    import json
-
-    try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    ok = isinstance(rec, dict) and isinstance(rec.get("artifacts", {}), dict) and isinstance(rec.get("status"), str)
-    return rec if ok else None
-
-
-def _remove_empty_dirs(root: Path) -> None:
-    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [root]:
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-
-
 def _jsonable(obj):
     import json
 
@@ -675,5 +586,5 @@ def optimize(cfg: OptimizeConfig, force: tuple = (), log=print) -> dict:
         return p.run()
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folders behind
-            _remove_empty_dirs(p.run_dir)
+            remove_empty_dirs(p.run_dir)
         raise
