@@ -89,10 +89,9 @@ def write_manifest(path, calib: CalibrationSet, pre: Preprocess) -> dict:
         "images": [{"path": os.path.relpath(p, root) if root else p, "sha256": sha256(p), "label": lab}
                    for p, lab in calib.items],
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+    from edgeres_deploy.fsio import write_text_atomic
+
+    write_text_atomic(path, json.dumps(doc, indent=1))
     return doc
 
 
@@ -117,15 +116,14 @@ def load_manifest(path, verify: bool = True) -> tuple[CalibrationSet, Preprocess
 
 def load_arrays(calib: CalibrationSet, pre: Preprocess, expect_shape: tuple | None = None) -> np.ndarray:
     """All calibration images as one float32 NCHW array, preprocessed exactly as for evaluation."""
-    from PIL import Image, UnidentifiedImageError
+    from edgeres_deploy.preprocess import ImageError
 
     arrays = []
     for p, _ in calib.items:
         try:
-            with Image.open(p) as img:
-                arrays.append(pre(img))
-        except (UnidentifiedImageError, OSError) as e:
-            raise CalibrationError(f"cannot read calibration image {p} ({e.__class__.__name__}); remove or replace it") from None
+            arrays.append(pre.load(p))
+        except ImageError as e:
+            raise CalibrationError(f"cannot read calibration image {e}; remove or replace it") from None
     if not arrays:
         raise CalibrationError("the calibration set is empty")
     x = np.stack(arrays)
@@ -181,10 +179,9 @@ def write_trt_cache(path, scales: dict, trt_version: str = "8.5.2") -> str:
     a header line, then ``tensor: hexscale`` per tensor, where scale = amax / 127."""
     lines = [trt_cache_header(trt_version)] + [f"{name}: {scale_to_hex(s)}" for name, s in sorted(scales.items())]
     text = "\n".join(lines) + "\n"
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from edgeres_deploy.fsio import write_text_atomic
+
+    write_text_atomic(path, text)
     return text
 
 

@@ -20,7 +20,7 @@ from edgeres.errors import EdgeresError
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "preprocess.py", "metrics.py", "cuda_mem.py", "trt.py", "bundle.py",
-                 "device_stats.py", "check.py")
+                 "device_stats.py", "check.py", "fsio.py")
 
 
 def _runtime_sources() -> dict:
@@ -188,11 +188,18 @@ def bundle_from_run(run_dir, out) -> dict:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except OSError:
         raise EdgeresError(f"{run_dir} is not an edgeres run directory (no config.yaml/manifest.json); run `edgeres optimize` first") from None
+    except (ValueError, yaml.YAMLError):
+        raise EdgeresError(f"{run_dir}'s config.yaml or manifest.json is corrupt; run `edgeres optimize` again") from None
+    from edgeres.utils import read_stage_record
+
     stages = {}
     for name in ("export", "quantize"):
         p = run_dir / name / "stage.json"
         if p.exists():
-            stages[name] = json.loads(p.read_text())
+            stages[name] = read_stage_record(p)
+            if stages[name] is None:
+                raise EdgeresError(f"{p} is corrupt (a run killed while writing it?); run the same `edgeres optimize` "
+                                   "again: it redoes that stage")
     onnx_rel = None
     for name in ("quantize", "export"):
         rec = stages.get(name)

@@ -16,13 +16,19 @@ from edgeres.errors import EdgeresError
 
 
 class EdgeresGroup(click.Group):
-    """Turns edgeres errors into one line on stderr and exit 1, Ctrl-C into exit 130: no traceback for user mistakes."""
+    """Turns edgeres errors and file-system errors (OSError) into one line on stderr and exit 1, Ctrl-C into exit 130:
+    no traceback for user mistakes."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgeresError as e:
             click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(1)
+        except OSError as e:  # read-only, no space, not a directory, permission: one line naming the path
+            from edgeres.errors import describe_oserror
+
+            click.secho(f"error: {describe_oserror(e)}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.secho("interrupted: finished work is kept; run the same command again to resume", fg="yellow", err=True)
@@ -160,13 +166,14 @@ def _train_config(**kw):
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Best checkpoint (also writes OUT.last.pt, OUT.log.csv).")
 @click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101"]), default="resnet50", show_default=True)
 @click.option("--weights", type=click.Path(), default=None, help="Start from these weights (e.g. a torchvision ImageNet state dict); the head is replaced.")
+@click.option("--partial-weights", is_flag=True, help="Load --weights even when under 90 % of the backbone's tensors match.")
 @click.option("--freeze-backbone", is_flag=True, help="Train only the new classification head.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.last.pt.")
 @click.option("--val-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True, help="When DATA has no train/val split.")
 @train_options
 @preprocess_options
 @_trust_option
-def train_cmd(data, out, arch, weights, freeze_backbone, resume, val_fraction, image_size, crop_ratio, mean, std,
+def train_cmd(data, out, arch, weights, partial_weights, freeze_backbone, resume, val_fraction, image_size, crop_ratio, mean, std,
               trust_model, **train_kw):
     """Train (transfer learning or from scratch) a ResNet on an image folder.
 
@@ -177,7 +184,7 @@ def train_cmd(data, out, arch, weights, freeze_backbone, resume, val_fraction, i
     pre = resolve_preprocess({}, image_size, crop_ratio, mean, std)
     cfg = _train_config(freeze_backbone=freeze_backbone, **train_kw)
     result = train_model(data, out, arch=arch, pre=pre, cfg=cfg, weights=weights, resume=resume,
-                         val_fraction=val_fraction, trust_model=trust_model)
+                         val_fraction=val_fraction, trust_model=trust_model, partial_weights=partial_weights)
     if result is not None:
         click.echo(f"best val top-1 {result['best_top1']:.2f}% -> {out}  ({result['seconds']:.0f}s, "
                    f"{result['images_per_s']:.0f} img/s)")
@@ -445,18 +452,25 @@ def _build_config(ctx, config_file, cli_values: dict, base: dict | None = None):
     """defaults < --config file < explicit flags."""
     from click.core import ParameterSource
 
-    from edgeres.pipeline import OptimizeConfig, load_config_file
+    from edgeres.pipeline import ConfigError, OptimizeConfig, load_config_file
 
     d = dict(base or {})
     if config_file:
         d.update(load_config_file(config_file))
+    flags = set()
     for k, v in cli_values.items():
         src = ctx.get_parameter_source(k) if k in ctx.params else None
         if v is not None and (src in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) or k not in d):
             d[k] = v
+            flags.add(k)
     if "no_memory" in d:
         d["measure_memory"] = not d.pop("no_memory")
-    return OptimizeConfig.from_dict({k: v for k, v in d.items() if v is not None})
+    try:  # one validation (types, ranges) for flags and YAML alike, before any stage runs
+        return OptimizeConfig.from_dict({k: v for k, v in d.items() if v is not None})
+    except ConfigError as e:
+        if e.key in flags:
+            raise click.BadParameter(f"{e.need} (got {e.value!r})", param_hint=f"--{e.key.replace('_', '-')}") from None
+        raise EdgeresError(f"{config_file or 'config'}: {e}") from None
 
 
 def _print_result(res):

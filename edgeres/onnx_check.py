@@ -70,6 +70,9 @@ def check_model(model, target) -> list:
             out.append(Violation(inp.name, "shape", f"input shape {dims}: expected [N, 3, H, W]"))
         elif not all(isinstance(d, int) for d in dims[2:]):
             out.append(Violation(inp.name, "shape", f"input H, W must be static for an engine profile, got {dims[2:]}"))
+        elif max(dims[2:]) > MAX_SIDE or min(dims[2:]) < 1:
+            out.append(Violation(inp.name, "shape", f"input {dims[2]}x{dims[3]} px: a classifier input is 1 to {MAX_SIDE} px a side "
+                                 "(one image alone would not fit in a device's memory)"))
         elif isinstance(dims[0], int) and dims[0] > target.max_batch:
             out.append(Violation(inp.name, "profile", f"fixed batch {dims[0]} exceeds the target's max batch {target.max_batch}"))
         if inp.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
@@ -146,6 +149,9 @@ def _check_trt_qdq(model, qdq, inits, producer, consumers) -> list:
         elif scale.size != 1:
             out.append(Violation(name, "per-tensor", f"activation quantized per-channel ({scale.size} scales): TensorRT wants per-tensor"))
     return out
+
+
+MAX_SIDE = 4096  # the largest --image-size edgeres accepts
 
 
 def check_file(path, target) -> list:

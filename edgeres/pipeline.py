@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeres.errors import EdgeresError
-from edgeres.utils import sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from edgeres.errors import ConfigError, EdgeresError
+from edgeres.utils import (clean_stale_tmp, read_stage_record, remove_empty_dirs, save_npy_atomic, sha256_file,
+                           sha256_json, write_json_atomic, write_text_atomic)
 
 STAGES = ("baseline", "prune", "export", "quantize", "engine", "bundle")
 
@@ -52,6 +53,32 @@ class OptimizeConfig:
     threads: int | None = None
     dla_core: int | None = None
     seed: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Types and ranges of every key, the same for CLI flags, YAML and Python; raises ConfigError naming the key."""
+        from edgeres.config_rules import CONFIG_RULES, check_value
+        from edgeres.stages.prune import IMPORTANCES
+        from edgeres.stages.quantize import METHODS
+        from edgeres.targets import get_target
+
+        for f in fields(self):
+            rule = CONFIG_RULES[f.name]
+            value = getattr(self, f.name)
+            if value is None and rule[1]:
+                continue
+            setattr(self, f.name, check_value(f.name, value, *rule))
+        choices = {"importance": IMPORTANCES, "calib_method": METHODS, "sparsity": (None, "2:4")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(key, f"must be one of {', '.join(str(a) for a in allowed)}", getattr(self, key))
+        if self.target:
+            try:
+                get_target(self.target)
+            except EdgeresError as e:
+                raise ConfigError("target", "unknown target; " + str(e).split(";", 1)[-1].strip(), self.target) from None
 
     @classmethod
     def from_dict(cls, d: dict) -> "OptimizeConfig":
@@ -144,9 +171,9 @@ class Context:
                     reference_logits=self.baseline_logits(), baseline_top1=self.baseline_top1(), note=note,
                     model=model)
         if m.logits is not None:  # kept for later stages' comparisons, across resumed runs too
-            np.save(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
+            save_npy_atomic(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
         if stage == "baseline" and runtime == "torch" and m.logits is not None:
-            np.save(self.run_dir / "baseline" / "logits.npy", m.logits)
+            save_npy_atomic(self.run_dir / "baseline" / "logits.npy", m.logits)
             for r in m.rows:
                 r["top1_delta"], r["agreement"] = 0.0, 100.0
             self._baseline_rows = m.rows
@@ -361,6 +388,7 @@ def _trt_available() -> str:
 # ------------------------------------------------------------------------------------------------ the loop
 class Pipeline:
     def __init__(self, cfg: OptimizeConfig, force: tuple = (), log=print, stages=STAGES):
+        cfg.validate()  # attributes may have been changed since construction
         if not cfg.model:
             raise EdgeresError("--model is required")
         if not Path(cfg.model).is_file():
@@ -418,9 +446,10 @@ class Pipeline:
         p = self.run_dir / name / "stage.json"
         if name in self.force or not p.exists():
             return None
-        import json
-
-        rec = json.loads(p.read_text())
+        rec = read_stage_record(p)
+        if rec is None:
+            self.log(f"{p} is unreadable or truncated: the {name} stage is redone")
+            return None
         if rec.get("inputs_hash") != h:
             return None
         digests = rec.get("artifact_sha256", {})
@@ -433,9 +462,10 @@ class Pipeline:
         from edgeres.report import host_info, write_report
 
         t0 = time.time()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         ctx = Context(self.cfg, self.run_dir, self.log)
-        manifest = self._resolve_inputs(ctx)
+        manifest = self._resolve_inputs(ctx)  # bad inputs fail here, before the run directory exists
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_tmp(self.run_dir, recursive=True)  # temp files of an earlier run killed mid-write
         write_json_atomic(self.run_dir / "manifest.json", manifest)
         import yaml
 
@@ -558,4 +588,11 @@ def summary_lines(rows: list, ctx: Context, rec: dict) -> list:
 
 def optimize(cfg: OptimizeConfig, force: tuple = (), log=print) -> dict:
     """The Python entry point of `edgeres optimize`."""
-    return Pipeline(cfg, force, log).run()
+    p = Pipeline(cfg, force, log)
+    created = not p.run_dir.exists()
+    try:
+        return p.run()
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folders behind
+            remove_empty_dirs(p.run_dir)
+        raise

@@ -1,51 +1,17 @@
-"""Small helpers shared by every stage: atomic writes, hashing, seeding."""
+"""Small helpers shared by every stage: atomic writes (one definition with the device: edgeres_deploy.fsio), hashing,
+seeding."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from pathlib import Path
-from typing import Iterator
 
 from edgeres_deploy.bundle import sha256 as sha256_file  # one definition for host and device
+from edgeres_deploy.fsio import atomic_path, clean_stale_tmp, write_bytes_atomic, write_json_atomic, write_text_atomic
 
-__all__ = ["atomic_path", "file_size_mb", "seed_everything", "sha256_file", "sha256_json", "write_json_atomic",
-           "write_text_atomic"]
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; on success it is renamed onto ``final``, on error removed.
-
-    Nothing half-written is ever visible under the final name, even on Ctrl-C.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared artifacts unreadable
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+__all__ = ["atomic_path", "clean_stale_tmp", "file_size_mb", "read_stage_record", "remove_empty_dirs", "save_npy_atomic",
+           "seed_everything", "sha256_file", "sha256_json", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def sha256_json(obj) -> str:
@@ -69,3 +35,34 @@ def seed_everything(seed: int) -> None:
 
 def file_size_mb(path: str | os.PathLike) -> float:
     return os.path.getsize(path) / 1e6
+
+
+def save_npy_atomic(path, arr) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+
+
+def read_stage_record(path) -> dict | None:
+    """A stage's ``stage.json``, or None when it is missing, unreadable, truncated or not a record."""
+    from pathlib import Path
+
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    ok = isinstance(rec, dict) and isinstance(rec.get("artifacts", {}), dict) and isinstance(rec.get("status"), str)
+    return rec if ok else None
+
+
+def remove_empty_dirs(root) -> None:
+    """Remove ``root`` and its sub-folders where they are empty (what a failed run created and left empty)."""
+    from pathlib import Path
+
+    root = Path(root)
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [root]:
+        try:
+            d.rmdir()
+        except OSError:
+            pass

@@ -19,7 +19,7 @@ import numpy as np
 from edgeres_deploy import bundle as B
 from edgeres_deploy.cuda_mem import BackendUnavailable
 from edgeres_deploy.metrics import measure_latency, peak_rss_mb, run_padded, topk_accuracy
-from edgeres_deploy.preprocess import Preprocess, imagefolder_samples
+from edgeres_deploy.preprocess import ImageError, Preprocess, imagefolder_samples
 
 
 class OrtBackend:
@@ -227,11 +227,10 @@ def cmd_bench(args, root: Path) -> int:
 
 def _load_image(pre, path):
     """One image, preprocessed; BundleError naming the file if it cannot be decoded (PIL raises many types)."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as img:
-            return pre(img)
+        return pre.load(path)  # 16-bit images scaled, decompression bombs refused (preprocess.open_image)
+    except ImageError as e:
+        raise B.BundleError(f"{e}; remove or replace it") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault: one line, not a traceback
         raise B.BundleError(f"{path}: cannot read this image ({type(e).__name__}: {e}); remove or replace it") from None
 

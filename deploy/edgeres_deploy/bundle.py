@@ -422,13 +422,13 @@ def upsert_csv(path, row: dict) -> None:
             break
     else:
         rows.append({c: row.get(c) for c in REPORT_COLUMNS})
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
+    from edgeres_deploy.fsio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=REPORT_COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in REPORT_COLUMNS})
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class Preprocess:
             return cls.from_dict(json.load(f))
 
     def resize_crop(self, img: Image.Image) -> Image.Image:
-        img = img.convert("RGB")
+        img = to_rgb(img)
         if self.crop_ratio >= 1.0:
             return img.resize((self.size, self.size), Image.BILINEAR)
         w, h = img.size
@@ -80,8 +80,46 @@ class Preprocess:
         return self.normalize(self.resize_crop(img))
 
     def load(self, path) -> np.ndarray:
+        return self(open_image(path))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit (and 32-bit integer or float) greyscale is scaled to 8 bits, not clipped at 255 as PIL's
+    ``convert("RGB")`` does (a 16-bit PNG would turn almost white)."""
+    if img.mode in ("RGB",):
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if img.mode == "F":
+            full = 1.0 if top <= 1.0 else 255.0
+        else:  # I;16*: 16 bits; I: 16-bit data (PNG) unless it only holds 8-bit values
+            full = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0
+        arr = np.clip(np.rint(arr * (255.0 / full)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "L")
+    return img.convert("RGB")
+
+
+class ImageError(ValueError):
+    """An image file that cannot be decoded (corrupt, not an image, or larger than the decompression-bomb limit)."""
+
+
+def open_image(path) -> Image.Image:
+    """Decode an image file as 8-bit RGB, or raise ImageError naming the file and the reason.
+
+    PIL refuses images of more than twice ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb: a tiny file declaring
+    e.g. 20000 x 20000 pixels); that is reported as a bad image too, not a traceback.
+    """
+    from PIL import UnidentifiedImageError
+
+    try:
         with Image.open(path) as img:
-            return self(img)
+            img.load()
+            return to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: {str(e).split(',')[0]} (a possible decompression bomb)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageError(f"{path}: {type(e).__name__}: {e}") from None
 
 
 def list_images(folder) -> list:

@@ -228,14 +228,9 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from edgeres_deploy.fsio import write_bytes_atomic
+
+    write_bytes_atomic(path, data)
 
 
 class TrtRunner:

@@ -8,13 +8,12 @@ chance and well below 100%, and pruning and INT8 effects show in the accuracy.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from edgeres.utils import write_text_atomic
+from edgeres.utils import atomic_path, write_text_atomic
 
 CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "hexagon", "stripes", "checker")
 DEMO_IMAGE_SIZE = 72
@@ -120,9 +119,7 @@ def make_demo(out, train_per_class: int = 120, val_per_class: int = 40, size: in
             continue
         # one independent stream per image: stable under changes of the counts
         rng = np.random.default_rng([seed, 0 if split == "train" else 1, ci, k])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        render(ci, rng, size).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            render(ci, rng, size).save(tmp, format="PNG")
     write_text_atomic(out / "labels.txt", "\n".join(CLASSES) + "\n")
     return out

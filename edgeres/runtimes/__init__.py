@@ -120,10 +120,44 @@ def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
         except Exception as e:  # noqa: BLE001
             raise EdgeresError(f"{path} is not a readable ONNX file ({e.__class__.__name__}); re-export it") from None
         props = {p.key: p.value for p in model.metadata_props}
-        return ArtifactInfo(json.loads(props.get("edgeres.classes", "[]")), json.loads(props.get("edgeres.preprocess", "{}")),
-                            {k: v for k, v in props.items() if not k.startswith("edgeres.")})
+        classes = _json_meta(path, "edgeres.classes", props.get("edgeres.classes", "[]"), list)
+        pre = _json_meta(path, "edgeres.preprocess", props.get("edgeres.preprocess", "{}"), dict)
+        if "size" not in pre:  # no metadata: a fixed square input says the size (rather than the default 224)
+            side = _fixed_side(model)
+            if side:
+                pre["size"] = side
+        return ArtifactInfo(classes, pre, {k: v for k, v in props.items() if not k.startswith("edgeres.")})
     sidecar = Path(str(path) + ".json")
     if sidecar.exists():
-        d = json.loads(sidecar.read_text())
-        return ArtifactInfo(d.get("classes", []), d.get("preprocess", {}), d)
+        d = _json_meta(sidecar, "sidecar", sidecar.read_text(errors="replace"), dict)
+        return ArtifactInfo(_typed(sidecar, "classes", d.get("classes", []), list),
+                            _typed(sidecar, "preprocess", d.get("preprocess", {}), dict), d)
     return ArtifactInfo()
+
+
+def _typed(path, key, value, kind):
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(c, str) for c in value)):
+        raise EdgeresError(f"{path}: {key} must be a {'list of class names' if kind is list else 'mapping'}; "
+                           "re-export the artifact with edgeres or remove that metadata entry")
+    return value
+
+
+def _json_meta(path, key, text, kind):
+    """A JSON metadata value of an artifact, or EdgeresError naming the file and the key."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise EdgeresError(f"{path}: {key} is not valid JSON; re-export the artifact with edgeres "
+                           "or remove that metadata entry") from None
+    return _typed(path, key, value, kind)
+
+
+def _fixed_side(model) -> int | None:
+    """H of a fixed [N, 3, H, H] input, else None."""
+    if len(model.graph.input) < 1:
+        return None
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    vals = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if len(vals) == 4 and vals[2] and vals[2] == vals[3] and 8 <= vals[2] <= 4096:
+        return int(vals[2])
+    return None

@@ -20,6 +20,25 @@ def onnx_precision(path) -> str:
     return "fp32"
 
 
+MAX_FIXED_BATCH = 4096
+
+
+def check_image_input(artifact, shape) -> None:
+    """An image classifier's input is [N, 3, H, W] with a sane fixed batch; else EdgeresError naming the file."""
+    from edgeres.errors import EdgeresError
+
+    shape = list(shape)
+    if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+        raise EdgeresError(f"{artifact} takes input of shape {shape}; edgeres runs image classifiers with input "
+                           "[N, 3, H, W]: re-export the model with that input")
+    if isinstance(shape[0], int) and not 1 <= shape[0] <= MAX_FIXED_BATCH:
+        raise EdgeresError(f"{artifact} declares a fixed batch of {shape[0]} (more than {MAX_FIXED_BATCH}: it would not fit "
+                           "in memory); re-export it with a dynamic or a small batch")
+    for s in shape[2:]:
+        if isinstance(s, int) and not 1 <= s <= 4096:
+            raise EdgeresError(f"{artifact} declares input {shape[2]}x{shape[3]} px; a classifier input is 1 to 4096 px a side")
+
+
 class OrtRuntime(Runtime):
     name = "onnxruntime"
 
@@ -55,10 +74,18 @@ class OrtRuntime(Runtime):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = inp.shape
+        check_image_input(artifact, inp.shape)
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        self.artifact = str(artifact)
         self.precision = onnx_precision(artifact)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        want = self.input_shape[2:]
+        if x.ndim == 4 and any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[2:])):
+            from edgeres.errors import EdgeresError
+
+            raise EdgeresError(f"{self.artifact} takes {want[0]}x{want[1]} px images but the preprocessing gives "
+                               f"{x.shape[2]}x{x.shape[3]}; pass --image-size {want[0]}")
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
     def version(self) -> str:

@@ -215,6 +215,9 @@ def _check_classifier(model, path) -> tuple[str, tuple]:
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[1] != 3:
         raise EdgeresError(f"{path} is not an image classifier: input {inp.name} has shape {dims}, expected [N, 3, H, W]")
+    from edgeres.runtimes.ort import check_image_input
+
+    check_image_input(path, dims)  # a sane fixed batch and size
     out_dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
     if len(out_dims) != 2:
         raise EdgeresError(f"{path} is not an image classifier: output shape {out_dims}, expected [N, classes]")

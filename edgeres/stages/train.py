@@ -247,10 +247,14 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
             "history": history}
 
 
-def load_pretrained(model, weights, trust_model: bool = False) -> tuple[int, int]:
+MIN_WEIGHT_SHARE = 0.9  # of the backbone's tensors (everything but the new head) that --weights must supply
+
+
+def load_pretrained(model, weights, trust_model: bool = False, partial: bool = False) -> tuple[int, int]:
     """Copy every tensor of ``weights`` whose name and shape match into ``model`` (the new head is skipped).
 
-    Returns (copied, skipped).
+    Refuses when the weights supply less than 90 % of the backbone's tensors (e.g. ResNet18 weights for a ResNet50)
+    unless ``partial``. Returns (copied, skipped).
     """
     from edgeres.models import load_model
 
@@ -259,12 +263,19 @@ def load_pretrained(model, weights, trust_model: bool = False) -> tuple[int, int
     keep = {k: v for k, v in src.items() if k in dst and tuple(dst[k].shape) == tuple(v.shape)}
     if not keep:
         raise EdgeresError(f"{weights} shares no weights with this model; is it a ResNet of the same architecture?")
+    backbone = [k for k in dst if not k.startswith("fc.")]
+    matched = sum(k in keep for k in backbone)
+    if matched < MIN_WEIGHT_SHARE * len(backbone) and not partial:
+        raise EdgeresError(f"{weights} matches only {matched} of the model's {len(backbone)} backbone tensors "
+                           f"({100 * matched / max(1, len(backbone)):.0f} %): is it the same architecture (--arch)? "
+                           "Pass --partial-weights to load just the matching tensors")
     model.load_state_dict(keep, strict=False)
     return len(keep), len(dst) - len(keep)
 
 
 def train_model(data, out, arch: str = "resnet50", pre=None, cfg: TrainConfig | None = None, weights=None,
-                resume: bool = False, val_fraction: float = 0.2, trust_model: bool = False, progress: bool = True) -> dict:
+                resume: bool = False, val_fraction: float = 0.2, trust_model: bool = False, progress: bool = True,
+                partial_weights: bool = False) -> dict:
     """``edgeres train``: resolve data, build the model (optionally from ``weights``), fit, save an edgeres checkpoint."""
     from edgeres.data import Preprocess, data_hash, resolve_data
     from edgeres.models import ModelMeta, build_model
@@ -274,7 +285,7 @@ def train_model(data, out, arch: str = "resnet50", pre=None, cfg: TrainConfig | 
     splits = resolve_data(data, val_fraction=val_fraction, seed=cfg.seed)
     model = build_model(arch, len(splits.classes))
     if weights:
-        copied, skipped = load_pretrained(model, weights, trust_model)
+        copied, skipped = load_pretrained(model, weights, trust_model, partial=partial_weights)
         if _dist_env()[1] == 0 and progress:
             print(f"loaded {copied} tensors from {weights} ({skipped} new, e.g. the {len(splits.classes)}-class head)")
     meta = ModelMeta(arch=arch, classes=list(splits.classes), preprocess=pre.to_dict(), data_hash=data_hash(splits),
