@@ -368,3 +368,23 @@ def test_double_flavours_follow_the_bindings():
     # an 8.5 network without EXPLICIT_BATCH is implicit-batch: the ONNX parser refuses it
     net = t85.Builder(t85.Logger()).create_network(0)
     assert not t85.OnnxParser(net, t85.Logger()).parse(b"")
+
+
+def test_review_nptype_of_85_with_numpy_124(monkeypatch, tmp_path, onnx_files):
+    """TensorRT 8.5.2's ``trt.nptype`` reads ``np.bool`` (gone in numpy 1.24-1.26, what pip gives JetPack 5's Python
+    3.8): the runner still takes the engine's dtypes (trt_double docstring cites the source line)."""
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt = trt_double.install(monkeypatch, "8.5")
+    np_bool = np.bool
+    monkeypatch.delattr(np, "bool")  # numpy 1.24-1.26
+    with pytest.raises(AttributeError):
+        trt.nptype(trt.DataType.FLOAT)
+    build_engine(BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
+                           int8=False), log=lambda *a: None)
+    r = TrtRunner(str(tmp_path / "m.engine"))
+    assert r.in_dtype == np.float32 and r.out_dtype == np.float32
+    x = _x(2)
+    got = r.run(x)
+    np.bool = np_bool  # numpy 2's own testing helpers need it back
+    np.testing.assert_allclose(got, _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)

@@ -30,6 +30,23 @@ def import_tensorrt():
     return trt
 
 
+_NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+          "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def np_dtype(trt, dt) -> np.dtype:
+    """``trt.nptype(dt)`` as a numpy dtype. TensorRT 8.5's ``nptype`` reads ``np.bool`` on every call
+    (python/packaging/tensorrt/__init__.py:166 at 8.5.2), which numpy 1.24-1.26 no longer has (AttributeError,
+    NVIDIA/TensorRT#2557; numpy 1.24.4 is what pip installs for JetPack 5's Python 3.8): map by the type's name then."""
+    try:
+        return np.dtype(trt.nptype(dt))
+    except AttributeError:
+        name = getattr(dt, "name", str(dt).rsplit(".", 1)[-1])
+        if name not in _NP_OF:
+            raise TypeError(f"TensorRT type {dt} has no numpy equivalent") from None
+        return np.dtype(_NP_OF[name])
+
+
 def version_family(version: str) -> int:
     """Major version number of a TensorRT version string ('8.5.2.2' -> 8)."""
     return int(str(version).split(".")[0])
@@ -270,8 +287,8 @@ class TrtRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.inputs[0])))
-        self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.outputs[0])))
+        self.in_dtype = np_dtype(trt, self.engine.get_tensor_dtype(self.inputs[0]))
+        self.out_dtype = np_dtype(trt, self.engine.get_tensor_dtype(self.outputs[0]))
         shape = tuple(self.engine.get_tensor_shape(self.inputs[0]))
         self.fixed_batch = shape[0] if shape[0] > 0 else None
         if self.fixed_batch:

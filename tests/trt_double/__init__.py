@@ -26,7 +26,10 @@ Per flavour:
     ``get_tensor_dtype``, ``get_tensor_mode``, ``get_tensor_shape`` (-1 for dynamic dims), ``num_io_tensors``,
     ``get_tensor_name``: all three. ``device_memory_size``: 8.5 and 10.3; ``device_memory_size_v2``: 10.3 and 11.0.
   * ``IExecutionContext.execute_async_v3(stream_handle) -> bool`` and ``set_tensor_address``: all three.
-  * ``nptype(DataType)``: init of all three (float32, float16, int8, int32, bool, uint8; int64 from 10).
+  * ``nptype(DataType)``: init of all three (float32, float16, int8, int32, bool, uint8; int64 from 10). At 8.5.2 the
+    mapping reads ``np.bool`` on every call (``python/packaging/tensorrt/__init__.py:166``; 10.3 and 11.0 use
+    ``np.bool_``), so with numpy 1.24-1.26 (the newest numpy for JetPack 5's Python 3.8 is 1.24.4) ``nptype`` raises
+    AttributeError for every type (NVIDIA/TensorRT#2557); a test removes ``numpy.bool`` to stand for that numpy.
   * DLA: TensorRT's DLA has no dynamic shapes; a profile with min != max leaves every layer on the GPU (with
     GPU_FALLBACK) or fails the build. The double fails the build in that case (logs an error, returns None) so a test
     sees it. A DLA core >= ``num_DLA_cores`` also fails (``setDLACore`` on a missing core).
@@ -185,8 +188,13 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         np_of[DataType.INT64] = np.int64
 
     def nptype(trt_type):
-        if trt_type in np_of:
-            return np_of[trt_type]
+        # 8.5.2 builds its mapping with ``bool: np.bool`` (python/packaging/tensorrt/__init__.py:166 at 8.5.2) on
+        # every call: numpy 1.24-1.26 has no ``np.bool`` -> AttributeError (NVIDIA/TensorRT#2557, fixed in 8.6)
+        mapping = dict(np_of)
+        if major < 10:
+            mapping[DataType.BOOL] = np.bool  # the attribute access is the point
+        if trt_type in mapping:
+            return mapping[trt_type]
         raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
 
     onnx_to_dt = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 9: DataType.BOOL,
