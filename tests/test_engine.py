@@ -388,3 +388,21 @@ def test_review_nptype_of_85_with_numpy_124(monkeypatch, tmp_path, onnx_files):
     got = r.run(x)
     np.bool = np_bool  # numpy 2's own testing helpers need it back
     np.testing.assert_allclose(got, _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_review_stale_timing_cache_starts_a_new_one(flavour, monkeypatch, tmp_path, onnx_files):
+    """A timing.cache TensorRT cannot read (another TensorRT after a JetPack upgrade: create_timing_cache -> None) or
+    made on another device (set_timing_cache -> False) does not break the build: a new cache is written instead."""
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt_double.install(monkeypatch, flavour)
+    for i, stale in enumerate((b"timing cache of another TensorRT", trt_double.timing_cache_blob("Jetson AGX Orin"))):
+        cache = tmp_path / f"timing{i}.cache"
+        cache.write_bytes(stale)
+        spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / f"m{i}.engine"), input_shape=(3, 32, 32),
+                         int8=False, timing_cache=str(cache))
+        logged = []
+        build_engine(spec, log=logged.append)
+        assert cache.read_bytes() == trt_double.timing_cache_blob() and any("timing cache" in m for m in logged)
+        assert TrtRunner(spec.engine).run(_x(1)).shape[0] == 1

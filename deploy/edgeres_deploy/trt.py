@@ -201,20 +201,29 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
     else:
         b = int(next(iter(inp.shape)))
         lo = opt = hi = b
-    cache_bytes = b""
+    timing_cache = None
     if spec.timing_cache and os.path.exists(spec.timing_cache):
         with open(spec.timing_cache, "rb") as f:
             cache_bytes = f.read()
-    timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        # None when TensorRT cannot read it (another TensorRT, e.g. after a JetPack upgrade: trtexec checks for
+        # nullptr too), False from set_timing_cache when it was made on another device (NvInfer.h setTimingCache)
+        timing_cache = config.create_timing_cache(cache_bytes) if cache_bytes else None
+        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+            log(f"{spec.timing_cache}: timing cache from another TensorRT version or device, not used; "
+                "a new one replaces it")
+            timing_cache = None
+    if timing_cache is None:
+        timing_cache = config.create_timing_cache(b"")
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
     t0 = time.time()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
     seconds = time.time() - t0
     _write_atomic(spec.engine, bytes(serialized))
-    if spec.timing_cache:
-        _write_atomic(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
+    used_cache = config.get_timing_cache()
+    if spec.timing_cache and used_cache is not None:
+        _write_atomic(spec.timing_cache, bytes(used_cache.serialize()))
     if fam >= 11:  # strongly typed: the ONNX's Q/DQ nodes and float types decide
         precision = "int8 (Q/DQ layers), others as typed in the ONNX" if spec.int8 else "as typed in the ONNX"
     else:

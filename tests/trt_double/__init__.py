@@ -36,6 +36,11 @@ Per flavour:
   * A deserialized engine runs on ``IRuntime.DLA_core`` (what the runtime was set to), not on the core it was built
     for: the double records ``engine._dla_core_run`` so tests can check the runner sets it.
   * An engine serialized by another TensorRT version does not deserialize (``deserialize_cuda_engine`` -> None).
+  * Timing cache: ``IBuilderConfig.create_timing_cache(serialized_timing_cache)`` returns None (nullptr) for a blob it
+    cannot read (trtexec checks for it: ``samples/utils/timingCache.cpp:71`` at v10.3.0); ``set_timing_cache(cache,
+    ignore_mismatch) -> bool`` (pyCore ``&IBuilderConfig::setTimingCache``) returns False for a cache made on another
+    device unless ``ignore_mismatch`` (``include/NvInfer.h`` ``setTimingCache`` doc at 8.5.2 and v10.3.0), and, taking
+    a C++ reference, refuses None with TypeError; ``get_timing_cache()`` is None when none was set.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ import numpy as np
 
 FLAVOURS = {"8.5": "8.5.2.2", "10.3": "10.3.0.30", "11": "11.0.0.11"}
 MAGIC = b"TRTDOUBLE\n"
+TIMING_MAGIC = b"TRTDOUBLE-TIMING\n"
+DEVICE_NAME = "Double GPU"
+
+
+def timing_cache_blob(device: str = DEVICE_NAME) -> bytes:
+    """A serialized timing cache of the double, as if created on ``device``."""
+    return TIMING_MAGIC + device.encode() + b"\n"
 
 # ------------------------------------------------------------------------------------------------ device memory
 MEMORY: dict = {}  # address -> np.ndarray(uint8): the double's "device" memory, shared by pycuda and tensorrt doubles
@@ -69,7 +81,7 @@ def used_bytes() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ pycuda
-def make_pycuda(device_name: str = "Double GPU") -> dict:
+def make_pycuda(device_name: str = DEVICE_NAME) -> dict:
     """``pycuda``, ``pycuda.driver`` and ``pycuda.autoprimaryctx`` (pycuda >= 2021.1) over host memory."""
     drv = types.ModuleType("pycuda.driver")
 
@@ -288,8 +300,12 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
             self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
 
     class TimingCache:
-        def __init__(self, data=b""):
-            self.data = bytes(data) or b"timing-cache-double"
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        @property
+        def device(self):
+            return self.data[len(TIMING_MAGIC):].split(b"\n", 1)[0].decode()
 
         def serialize(self):
             return self.data
@@ -319,10 +335,21 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, data):
+        def create_timing_cache(self, serialized_timing_cache):
+            data = bytes(serialized_timing_cache)
+            if not data:
+                return TimingCache(timing_cache_blob())
+            if not data.startswith(TIMING_MAGIC):  # corrupted, or another TensorRT's format: nullptr -> None
+                logs.append((Logger.ERROR, "timing cache: serialization assertion failed (corrupted or other version)"))
+                return None
             return TimingCache(data)
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            if not isinstance(cache, TimingCache):  # pybind: ``ITimingCache const&`` accepts no None
+                raise TypeError("set_timing_cache(): incompatible function arguments")
+            if cache.device != DEVICE_NAME and not ignore_mismatch:
+                logs.append((Logger.ERROR, f"timing cache was created on {cache.device}, this is {DEVICE_NAME}"))
+                return False
             self._cache = cache
             return True
 
@@ -526,4 +553,5 @@ def install(monkeypatch, flavour: str, dla_cores: int = 0) -> types.ModuleType:
     return trt
 
 
-__all__ = ["FLAVOURS", "MEMORY", "install", "io", "make_pycuda", "make_tensorrt", "used_bytes"]
+__all__ = ["DEVICE_NAME", "FLAVOURS", "MEMORY", "install", "io", "make_pycuda", "make_tensorrt", "timing_cache_blob",
+           "used_bytes"]
