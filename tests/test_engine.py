@@ -406,3 +406,25 @@ def test_review_stale_timing_cache_starts_a_new_one(flavour, monkeypatch, tmp_pa
         build_engine(spec, log=logged.append)
         assert cache.read_bytes() == trt_double.timing_cache_blob() and any("timing cache" in m for m in logged)
         assert TrtRunner(spec.engine).run(_x(1)).shape[0] == 1
+
+
+@pytest.mark.parametrize("flavour", ["8.5", "11"])
+def test_review_cuda_python_path_frees_what_it_grows(flavour, monkeypatch, tmp_path, onnx_files):
+    """The cuda-python path (no pycuda): runs, times with events, and frees the device and page-locked host buffers it
+    replaces when a batch grows, and all of them on close."""
+    from edgeres_deploy.cuda_mem import cuda_api
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt_double.install(monkeypatch, flavour, cuda="cuda-python")
+    assert cuda_api().name == "cuda-python"
+    spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32), int8=False)
+    assert build_engine(spec, log=lambda *a: None)["device"] == trt_double.DEVICE_NAME
+    r = TrtRunner(spec.engine)
+    pinned, device = len(trt_double.PINNED), len(trt_double.MEMORY)
+    for n in (2, 5, 8):  # each batch is larger: every buffer is replaced
+        x = _x(n)
+        np.testing.assert_allclose(r.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+        assert r.last_gpu_ms is not None and r.last_gpu_ms >= 0
+    assert len(trt_double.PINNED) == pinned and len(trt_double.MEMORY) == device
+    r.close()
+    assert len(trt_double.PINNED) == pinned - 2

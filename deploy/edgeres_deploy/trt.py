@@ -325,6 +325,8 @@ class TrtRunner:
         arr = self._host.get(name)
         n = int(np.prod(shape))
         if arr is None or arr.dtype != dtype or arr.size < n:
+            if arr is not None:  # cuda-python has no garbage collection of cudaMallocHost memory
+                self.cuda.free_pinned(arr)
             arr = self.cuda.pinned_empty(n, dtype)
             self._host[name] = arr
         return arr[:n].reshape(shape)

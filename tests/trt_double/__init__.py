@@ -7,7 +7,9 @@ report row of its own: what it builds is the ONNX plus its build spec, and what 
 Each rule below names the binding it copies. Sources: NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` (pyCore),
 ``python/src/parsers/pyOnnx.cpp`` (pyOnnx), ``python/src/infer/pyInt8.cpp`` (pyInt8) and
 ``python/packaging/.../tensorrt/__init__.py`` (init) at tags ``8.5.2``, ``v10.3.0`` and ``v11.0``; pycuda's
-documented driver API (https://documen.tician.de/pycuda/driver.html).
+documented driver API (https://documen.tician.de/pycuda/driver.html); cuda-python's runtime bindings
+(``cuda.bindings.runtime``, https://nvidia.github.io/cuda-python/cuda-bindings/latest/module/runtime.html: every call
+returns a tuple that starts with the ``cudaError_t``).
 
 Per flavour:
   * ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``: 8.5 and 10.3 (pyCore ``.value("EXPLICIT_BATCH", ...)``, 10.3
@@ -163,6 +165,109 @@ def make_pycuda(device_name: str = DEVICE_NAME) -> dict:
     prim.device = Device(0)
     pkg.autoprimaryctx = prim
     return {"pycuda": pkg, "pycuda.driver": drv, "pycuda.autoprimaryctx": prim}
+
+
+# ------------------------------------------------------------------------------------------------ cuda-python
+PINNED: dict = {}  # address -> ctypes buffer: page-locked host memory handed out by the cuda-python double
+
+
+def make_cudart(device_name: str = DEVICE_NAME) -> dict:
+    """``cuda.bindings.runtime`` (cuda-python >= 12.6; ``cuda.cudart`` before) over host memory. Every call returns a
+    tuple whose first item is the ``cudaError_t`` (cuda-python's convention: ``(err,)``, ``(err, value)`` or
+    ``(err, free, total)`` for ``cudaMemGetInfo``); freeing an address that is not allocated gives
+    ``cudaErrorInvalidValue``, as the CUDA runtime does."""
+    import ctypes
+    import time
+
+    rt = types.ModuleType("cuda.bindings.runtime")
+
+    class cudaError_t(enum.IntEnum):
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+
+    class cudaMemcpyKind(enum.IntEnum):
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    class _Handle:
+        def __init__(self):
+            self._h = id(self)
+
+        def __int__(self):
+            return self._h
+
+    class cudaStream_t(_Handle):
+        pass
+
+    class cudaEvent_t(_Handle):
+        t = None
+
+    class cudaDeviceProp:
+        name = device_name.encode()
+
+    ok = cudaError_t.cudaSuccess
+
+    def cudaStreamCreate():
+        return ok, cudaStream_t()
+
+    def cudaStreamSynchronize(stream):
+        return (ok,)
+
+    def cudaMalloc(size):
+        return ok, _alloc(size)
+
+    def cudaFree(devPtr):
+        return (ok,) if MEMORY.pop(int(devPtr), None) is not None else (cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaMallocHost(size):
+        buf = ctypes.create_string_buffer(int(size))
+        PINNED[ctypes.addressof(buf)] = buf
+        return ok, ctypes.addressof(buf)
+
+    def cudaFreeHost(ptr):
+        return (ok,) if PINNED.pop(int(ptr), None) is not None else (cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaMemcpyAsync(dst, src, count, kind, stream):
+        if kind == cudaMemcpyKind.cudaMemcpyHostToDevice:
+            ctypes.memmove(MEMORY[int(dst)].ctypes.data, int(src), int(count))
+        else:
+            ctypes.memmove(int(dst), MEMORY[int(src)].ctypes.data, int(count))
+        return (ok,)
+
+    def cudaEventCreate():
+        return ok, cudaEvent_t()
+
+    def cudaEventRecord(event, stream):
+        event.t = time.perf_counter()
+        return (ok,)
+
+    def cudaEventSynchronize(event):
+        return (ok,)
+
+    def cudaEventElapsedTime(start, end):
+        return ok, (end.t - start.t) * 1000.0
+
+    def cudaEventDestroy(event):
+        return (ok,)
+
+    def cudaGetDeviceProperties(device):
+        return ok, cudaDeviceProp()
+
+    def cudaMemGetInfo():
+        return ok, TOTAL_BYTES - used_bytes(), TOTAL_BYTES
+
+    for f in (cudaError_t, cudaMemcpyKind, cudaStream_t, cudaEvent_t, cudaDeviceProp, cudaStreamCreate,
+              cudaStreamSynchronize, cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost, cudaMemcpyAsync, cudaEventCreate,
+              cudaEventRecord, cudaEventSynchronize, cudaEventElapsedTime, cudaEventDestroy, cudaGetDeviceProperties,
+              cudaMemGetInfo):
+        setattr(rt, f.__name__, f)
+    cuda = types.ModuleType("cuda")
+    cuda.__path__ = []
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.__path__ = []
+    bindings.runtime = rt
+    cuda.bindings = bindings
+    return {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}
 
 
 # ------------------------------------------------------------------------------------------------ tensorrt
@@ -544,14 +649,19 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
     return trt
 
 
-def install(monkeypatch, flavour: str, dla_cores: int = 0) -> types.ModuleType:
-    """Put the double into sys.modules (tensorrt + pycuda) for one test; monkeypatch undoes it."""
+def install(monkeypatch, flavour: str, dla_cores: int = 0, cuda: str = "pycuda") -> types.ModuleType:
+    """Put the double into sys.modules (tensorrt + pycuda, or + cuda-python with ``cuda="cuda-python"``: then pycuda
+    does not import) for one test; monkeypatch undoes it."""
     trt = make_tensorrt(flavour, dla_cores)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    for name, mod in make_pycuda().items():
+    if cuda == "pycuda":
+        mods = make_pycuda()
+    else:
+        mods = {**make_cudart(), "pycuda": None, "pycuda.autoprimaryctx": None, "pycuda.driver": None}
+    for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return trt
 
 
-__all__ = ["DEVICE_NAME", "FLAVOURS", "MEMORY", "install", "io", "make_pycuda", "make_tensorrt", "timing_cache_blob",
-           "used_bytes"]
+__all__ = ["DEVICE_NAME", "FLAVOURS", "MEMORY", "PINNED", "install", "io", "make_cudart", "make_pycuda", "make_tensorrt",
+           "timing_cache_blob", "used_bytes"]
