@@ -428,3 +428,14 @@ def test_review_cuda_python_path_frees_what_it_grows(flavour, monkeypatch, tmp_p
     assert len(trt_double.PINNED) == pinned and len(trt_double.MEMORY) == device
     r.close()
     assert len(trt_double.PINNED) == pinned - 2
+
+
+@pytest.mark.parametrize("flavour", ["10.3"])
+def test_review_profile_takes_the_onnx_image_size(flavour, monkeypatch, tmp_path, onnx_files):
+    """A preprocess size that is not the ONNX's (e.g. `build-engine --image-size 48` on a 32 px export): TensorRT
+    refuses a profile that disagrees with the network's fixed dimensions, so the profile and the trtexec line take the
+    ONNX input's own C, H, W."""
+    trt_double.install(monkeypatch, flavour)
+    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=48))
+    assert res["status"] == "ok", res["note"]
+    assert "--minShapes=input:1x3x32x32" in res["trtexec"] and res["sidecar"]["shapes"]["max"][1:] == [3, 32, 32]

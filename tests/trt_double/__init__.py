@@ -22,6 +22,10 @@ Per flavour:
     pyInt8.cpp and no ``int8_calibrator``.
   * ``Builder.platform_has_fast_fp16``: 8.5 and 10.3; absent in 11.0. ``Builder.num_DLA_cores``,
     ``IBuilderConfig.DLA_core``, ``IRuntime.DLA_core`` (read/write, default 0 here): all three.
+  * ``IOptimizationProfile.set_shape(input, min, opt, max)`` raises RuntimeError unless min <= opt <= max with one rank
+    (pyCore ``opt_profile_set_shape``, ``PY_ASSERT_RUNTIME_ERROR``, 8.5.2 lines 35-43); the build fails (None, error
+    logged) when a profile's dimensions disagree with the network input's fixed dimensions (TensorRT checks each
+    profile against the network: "Dimension mismatch for tensor ... and profile").
   * ``IExecutionContext.set_input_shape(name, shape) -> bool``: all three (pyCore ``setInputShape`` returns bool);
     the double returns False outside the engine's optimization profile or for a wrong rank, as TensorRT does.
   * ``ICudaEngine.get_tensor_profile_shape(name, profile_index) -> [min, opt, max]``: all three (pyCore lambda).
@@ -401,8 +405,11 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         def __init__(self):
             self.shapes = {}
 
-        def set_shape(self, name, min, opt, max):
-            self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
+        def set_shape(self, input, min, opt, max):
+            lo, mid, hi = (tuple(int(d) for d in s) for s in (min, opt, max))
+            if len(lo) != len(hi) or len(mid) != len(hi) or any(not a <= b <= c for a, b, c in zip(lo, mid, hi)):
+                raise RuntimeError("Shape provided for max is inconsistent with other shapes.")
+            self.shapes[input] = (lo, mid, hi)
 
     class TimingCache:
         def __init__(self, data):
@@ -494,6 +501,9 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
                 if -1 in t.shape:
                     if prof is None:
                         return self._fail(f"Network has dynamic or shape inputs, but no optimization profile ({t.name})")
+                    for lim in prof:
+                        if len(lim) != len(t.shape) or any(d not in (-1, p) for d, p in zip(t.shape, lim)):
+                            return self._fail(f"{t.name}: profile dimensions {lim} do not match the network's {t.shape}")
                     shapes[t.name] = prof
                 else:
                     shapes[t.name] = (t.shape, t.shape, t.shape)
