@@ -439,3 +439,16 @@ def test_review_profile_takes_the_onnx_image_size(flavour, monkeypatch, tmp_path
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=48))
     assert res["status"] == "ok", res["note"]
     assert "--minShapes=input:1x3x32x32" in res["trtexec"] and res["sidecar"]["shapes"]["max"][1:] == [3, 32, 32]
+
+
+@pytest.mark.parametrize("flavour", ["8.5", "10.3"])
+def test_review_implicit_int8_sets_the_calibration_profile(flavour, monkeypatch, tmp_path, onnx_files):
+    """Implicit INT8 from a calibration cache (Xavier NX, TensorRT 8.5) on a dynamic-batch ONNX: the calibration
+    profile is set to the opt shapes, as NvInfer.h requires and trtexec does."""
+    from edgeres_deploy.trt import BuildSpec, build_engine
+
+    trt_double.install(monkeypatch, flavour)
+    (tmp_path / "calib.cache").write_text("TRT-8502-EntropyCalibration2\n")
+    spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
+                     batch=(1, 4, 8), calib_cache=str(tmp_path / "calib.cache"))
+    assert build_engine(spec, log=lambda *a: None)["precision"] == "int8+fp16"

@@ -198,6 +198,12 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
         config.add_optimization_profile(profile)
+        if fam < 11 and spec.int8 and spec.calib_cache:
+            # implicit INT8 with runtime dimensions needs a calibration profile (NvInfer.h setCalibrationProfile);
+            # trtexec uses the opt shapes (sampleOptions.cpp:891-893, sampleEngines.cpp:916 at 8.5.2)
+            calib = builder.create_optimization_profile()
+            calib.set_shape(inp.name, spec.shape(opt), spec.shape(opt), spec.shape(opt))
+            config.set_calibration_profile(calib)
     else:
         b = int(next(iter(inp.shape)))
         lo = opt = hi = b

@@ -20,6 +20,11 @@ Per flavour:
     typed network (10.3 with STRONGLY_TYPED) refuses them at build time. ``GPU_FALLBACK``, ``SPARSE_WEIGHTS``: all.
   * ``IInt8EntropyCalibrator2`` / ``IBuilderConfig.int8_calibrator``: 8.5 and 10.3 (pyInt8.cpp); 11.0 has no
     pyInt8.cpp and no ``int8_calibrator``.
+  * ``IBuilderConfig.set_calibration_profile`` / ``get_calibration_profile``: 8.5 and 10.3 (pyCore 8.5.2:1081,
+    v10.3.0:1458). Implicit INT8 (an ``int8_calibrator``) on a network with runtime dimensions needs it: "Calibration
+    optimization profile must be set if int8 calibration is used to set scales for a network with runtime dimensions"
+    (``include/NvInfer.h`` ``setCalibrationProfile`` at 8.5.2); trtexec sets it to the opt shapes
+    (``samples/common/sampleOptions.cpp:891-893``, ``sampleEngines.cpp:916`` at 8.5.2). The double fails such a build.
   * ``Builder.platform_has_fast_fp16``: 8.5 and 10.3; absent in 11.0. ``Builder.num_DLA_cores``,
     ``IBuilderConfig.DLA_core``, ``IRuntime.DLA_core`` (read/write, default 0 here): all three.
   * ``IOptimizationProfile.set_shape(input, min, opt, max)`` raises RuntimeError unless min <= opt <= max with one rank
@@ -430,6 +435,15 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
             self._cache = None
             if major < 11:
                 self.int8_calibrator = None
+                self._calib_profile = None
+
+        if major < 11:
+            def set_calibration_profile(self, profile):
+                self._calib_profile = profile
+                return True
+
+            def get_calibration_profile(self):
+                return self._calib_profile
 
         def set_memory_pool_limit(self, pool, size):
             self.pool[pool] = size
@@ -507,6 +521,10 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
                     shapes[t.name] = prof
                 else:
                     shapes[t.name] = (t.shape, t.shape, t.shape)
+            if (major < 11 and config.int8_calibrator is not None and BuilderFlag.INT8 in config.flags
+                    and any(-1 in t.shape for t in network.inputs) and config._calib_profile is None):
+                return self._fail("Calibration profile must be set for INT8 calibration of a network with runtime "
+                                  "dimensions")
             dla = None
             if config.default_device_type == DeviceType.DLA:
                 if not 0 <= config.DLA_core < dla_cores:
