@@ -452,3 +452,17 @@ def test_review_implicit_int8_sets_the_calibration_profile(flavour, monkeypatch,
     spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
                      batch=(1, 4, 8), calib_cache=str(tmp_path / "calib.cache"))
     assert build_engine(spec, log=lambda *a: None)["precision"] == "int8+fp16"
+
+
+@pytest.mark.parametrize("flavour", ["8.5", "10.3"])
+def test_review_dla_without_fp16_builds_fp16_as_trtexec(flavour, monkeypatch, tmp_path, onnx_files):
+    """`build --dla-core 0 --no-fp16` of an FP32 ONNX: DLA computes FP16/INT8 only, so FP16 is set as trtexec
+    --useDLACore does (the printed trtexec line has no --fp16 and still runs the DLA in FP16)."""
+    import edgeres_deploy.trt as T
+
+    trt_double.install(monkeypatch, flavour, dla_cores=2)
+    spec = T.for_dla(T.BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
+                                 int8=False, fp16=False), 0)
+    side = T.build_engine(spec, log=lambda *a: None)
+    assert side["precision"] == "fp16" and side["build_spec"]["fp16"] is False  # the spec as asked: freshness holds
+    assert "--fp16" not in T.trtexec_command(spec)

@@ -173,13 +173,16 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         raise RuntimeError(f"TensorRT could not parse {spec.onnx}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
+    # DLA computes in FP16 or INT8 only: trtexec --useDLACore sets FP16 whenever INT8 is off
+    # (samples/common/sampleEngines.cpp:998-1001 at 8.5.2), so a --no-fp16 DLA build is FP16 on the DLA
+    fp16 = spec.fp16 or (spec.dla_core is not None and not spec.int8)
     if fam < 11:
         if spec.int8:
             config.set_flag(trt.BuilderFlag.INT8)
             if spec.calib_cache:
                 config.int8_calibrator = _cache_calibrator(trt, spec.calib_cache)
-        if spec.fp16 and getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.5
-            config.set_flag(trt.BuilderFlag.FP16)
+        if fp16 and (spec.dla_core is not None or getattr(builder, "platform_has_fast_fp16", True)):
+            config.set_flag(trt.BuilderFlag.FP16)  # platform_has_fast_fp16: deprecated in 10.x, gone in 11
     elif spec.calib_cache:
         raise RuntimeError("TensorRT 11 removed implicit INT8 calibration; build from the Q/DQ ONNX")
     if spec.sparsity:
@@ -233,8 +236,8 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
     if fam >= 11:  # strongly typed: the ONNX's Q/DQ nodes and float types decide
         precision = "int8 (Q/DQ layers), others as typed in the ONNX" if spec.int8 else "as typed in the ONNX"
     else:
-        precision = "int8" if spec.int8 else ("fp16" if spec.fp16 else "fp32")
-        if spec.int8 and spec.fp16:
+        precision = "int8" if spec.int8 else ("fp16" if fp16 else "fp32")
+        if spec.int8 and fp16:
             precision = "int8+fp16"
     sidecar = {
         "tensorrt_version": trt.__version__,

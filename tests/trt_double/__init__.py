@@ -43,7 +43,10 @@ Per flavour:
     AttributeError for every type (NVIDIA/TensorRT#2557); a test removes ``numpy.bool`` to stand for that numpy.
   * DLA: TensorRT's DLA has no dynamic shapes; a profile with min != max leaves every layer on the GPU (with
     GPU_FALLBACK) or fails the build. The double fails the build in that case (logs an error, returns None) so a test
-    sees it. A DLA core >= ``num_DLA_cores`` also fails (``setDLACore`` on a missing core).
+    sees it. A DLA core >= ``num_DLA_cores`` also fails (``setDLACore`` on a missing core). DLA computes in FP16 or
+    INT8 only, so a weakly typed DLA build with neither flag leaves every layer on the GPU: the double fails it too
+    (trtexec ``--useDLACore`` sets FP16 whenever ``--int8`` is absent: ``samples/common/sampleEngines.cpp:998-1001``
+    at 8.5.2, ``:1143-1146`` at v10.3.0).
   * A deserialized engine runs on ``IRuntime.DLA_core`` (what the runtime was set to), not on the core it was built
     for: the double records ``engine._dla_core_run`` so tests can check the runner sets it.
   * An engine serialized by another TensorRT version does not deserialize (``deserialize_cuda_engine`` -> None).
@@ -531,6 +534,8 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
                     return self._fail(f"DLA core {config.DLA_core} does not exist ({dla_cores} cores)")
                 if any(p[0] != p[2] for p in shapes.values()):
                     return self._fail("DLA does not support dynamic shapes: profile min != max")
+                if major < 11 and not {BuilderFlag.FP16, BuilderFlag.INT8} & config.flags:
+                    return self._fail("DLA runs FP16 and INT8 only: without either flag every layer falls back to GPU")
                 dla = config.DLA_core
             meta = {"version": version, "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network.inputs],
                     "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network.outputs],
