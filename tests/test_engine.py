@@ -365,6 +365,7 @@ def test_double_flavours_follow_the_bindings():
     assert hasattr(t85.BuilderFlag, "INT8") and hasattr(t10.BuilderFlag, "FP16") and not hasattr(t11.BuilderFlag, "INT8")
     assert hasattr(t85, "IInt8EntropyCalibrator2") and not hasattr(t11, "IInt8EntropyCalibrator2")
     assert hasattr(t10.Builder, "platform_has_fast_fp16") and not hasattr(t11.Builder, "platform_has_fast_fp16")
+    assert t10.DataType.INT64.value == 8 and not hasattr(t85.DataType, "INT64")  # NvInferRuntimeBase.h kINT64 = 8
     # an 8.5 network without EXPLICIT_BATCH is implicit-batch: the ONNX parser refuses it
     net = t85.Builder(t85.Logger()).create_network(0)
     assert not t85.OnnxParser(net, t85.Logger()).parse(b"")

@@ -150,12 +150,17 @@ def make_pycuda(device_name: str = DEVICE_NAME) -> dict:
     def _view(addr, nbytes):
         return MEMORY[int(addr)][:nbytes]
 
+    def _contiguous(a):  # pycuda takes host arrays through the buffer protocol: a strided view is refused
+        if not (isinstance(a, np.ndarray) and a.flags.c_contiguous):
+            raise TypeError("expected a contiguous host buffer")
+        return a
+
     def memcpy_htod_async(dest, src, stream=None):
-        src = np.ascontiguousarray(src)
+        src = _contiguous(src)
         _view(dest, src.nbytes)[:] = src.view(np.uint8).reshape(-1)
 
     def memcpy_dtoh_async(dest, src, stream=None):
-        dest.view(np.uint8).reshape(-1)[:] = _view(src, dest.nbytes)
+        _contiguous(dest).view(np.uint8).reshape(-1)[:] = _view(src, dest.nbytes)
 
     def pagelocked_empty(shape, dtype):
         return np.empty(shape, dtype)
@@ -309,7 +314,7 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         BOOL = 4
         UINT8 = 5
         if major >= 10:
-            INT64 = 9
+            INT64 = 8  # kINT64 = 8 (include/NvInferRuntimeBase.h at v10.3.0 and v11.0; kINT4 is 9)
 
     np_of = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
              DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
