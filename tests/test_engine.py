@@ -365,6 +365,105 @@ def test_double_flavours_follow_the_bindings():
     assert hasattr(t85.BuilderFlag, "INT8") and hasattr(t10.BuilderFlag, "FP16") and not hasattr(t11.BuilderFlag, "INT8")
     assert hasattr(t85, "IInt8EntropyCalibrator2") and not hasattr(t11, "IInt8EntropyCalibrator2")
     assert hasattr(t10.Builder, "platform_has_fast_fp16") and not hasattr(t11.Builder, "platform_has_fast_fp16")
+    assert t10.DataType.INT64.value == 8 and not hasattr(t85.DataType, "INT64")  # NvInferRuntimeBase.h kINT64 = 8
     # an 8.5 network without EXPLICIT_BATCH is implicit-batch: the ONNX parser refuses it
     net = t85.Builder(t85.Logger()).create_network(0)
     assert not t85.OnnxParser(net, t85.Logger()).parse(b"")
+
+
+def test_review_nptype_of_85_with_numpy_124(monkeypatch, tmp_path, onnx_files):
+    """TensorRT 8.5.2's ``trt.nptype`` reads ``np.bool`` (gone in numpy 1.24-1.26, what pip gives JetPack 5's Python
+    3.8): the runner still takes the engine's dtypes (trt_double docstring cites the source line)."""
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt = trt_double.install(monkeypatch, "8.5")
+    np_bool = np.bool
+    monkeypatch.delattr(np, "bool")  # numpy 1.24-1.26
+    with pytest.raises(AttributeError):
+        trt.nptype(trt.DataType.FLOAT)
+    build_engine(BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
+                           int8=False), log=lambda *a: None)
+    r = TrtRunner(str(tmp_path / "m.engine"))
+    assert r.in_dtype == np.float32 and r.out_dtype == np.float32
+    x = _x(2)
+    got = r.run(x)
+    np.bool = np_bool  # numpy 2's own testing helpers need it back
+    np.testing.assert_allclose(got, _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_review_stale_timing_cache_starts_a_new_one(flavour, monkeypatch, tmp_path, onnx_files):
+    """A timing.cache TensorRT cannot read (another TensorRT after a JetPack upgrade: create_timing_cache -> None) or
+    made on another device (set_timing_cache -> False) does not break the build: a new cache is written instead."""
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt_double.install(monkeypatch, flavour)
+    for i, stale in enumerate((b"timing cache of another TensorRT", trt_double.timing_cache_blob("Jetson AGX Orin"))):
+        cache = tmp_path / f"timing{i}.cache"
+        cache.write_bytes(stale)
+        spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / f"m{i}.engine"), input_shape=(3, 32, 32),
+                         int8=False, timing_cache=str(cache))
+        logged = []
+        build_engine(spec, log=logged.append)
+        assert cache.read_bytes() == trt_double.timing_cache_blob() and any("timing cache" in m for m in logged)
+        assert TrtRunner(spec.engine).run(_x(1)).shape[0] == 1
+
+
+@pytest.mark.parametrize("flavour", ["8.5", "11"])
+def test_review_cuda_python_path_frees_what_it_grows(flavour, monkeypatch, tmp_path, onnx_files):
+    """The cuda-python path (no pycuda): runs, times with events, and frees the device and page-locked host buffers it
+    replaces when a batch grows, and all of them on close."""
+    from edgeres_deploy.cuda_mem import cuda_api
+    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
+
+    trt_double.install(monkeypatch, flavour, cuda="cuda-python")
+    assert cuda_api().name == "cuda-python"
+    spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32), int8=False)
+    assert build_engine(spec, log=lambda *a: None)["device"] == trt_double.DEVICE_NAME
+    r = TrtRunner(spec.engine)
+    pinned, device = len(trt_double.PINNED), len(trt_double.MEMORY)
+    for n in (2, 5, 8):  # each batch is larger: every buffer is replaced
+        x = _x(n)
+        np.testing.assert_allclose(r.run(x), _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
+        assert r.last_gpu_ms is not None and r.last_gpu_ms >= 0
+    assert len(trt_double.PINNED) == pinned and len(trt_double.MEMORY) == device
+    r.close()
+    assert len(trt_double.PINNED) == pinned - 2
+
+
+@pytest.mark.parametrize("flavour", ["10.3"])
+def test_review_profile_takes_the_onnx_image_size(flavour, monkeypatch, tmp_path, onnx_files):
+    """A preprocess size that is not the ONNX's (e.g. `build-engine --image-size 48` on a 32 px export): TensorRT
+    refuses a profile that disagrees with the network's fixed dimensions, so the profile and the trtexec line take the
+    ONNX input's own C, H, W."""
+    trt_double.install(monkeypatch, flavour)
+    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=48))
+    assert res["status"] == "ok", res["note"]
+    assert "--minShapes=input:1x3x32x32" in res["trtexec"] and res["sidecar"]["shapes"]["max"][1:] == [3, 32, 32]
+
+
+@pytest.mark.parametrize("flavour", ["8.5", "10.3"])
+def test_review_implicit_int8_sets_the_calibration_profile(flavour, monkeypatch, tmp_path, onnx_files):
+    """Implicit INT8 from a calibration cache (Xavier NX, TensorRT 8.5) on a dynamic-batch ONNX: the calibration
+    profile is set to the opt shapes, as NvInfer.h requires and trtexec does."""
+    from edgeres_deploy.trt import BuildSpec, build_engine
+
+    trt_double.install(monkeypatch, flavour)
+    (tmp_path / "calib.cache").write_text("TRT-8502-EntropyCalibration2\n")
+    spec = BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
+                     batch=(1, 4, 8), calib_cache=str(tmp_path / "calib.cache"))
+    assert build_engine(spec, log=lambda *a: None)["precision"] == "int8+fp16"
+
+
+@pytest.mark.parametrize("flavour", ["8.5", "10.3"])
+def test_review_dla_without_fp16_builds_fp16_as_trtexec(flavour, monkeypatch, tmp_path, onnx_files):
+    """`build --dla-core 0 --no-fp16` of an FP32 ONNX: DLA computes FP16/INT8 only, so FP16 is set as trtexec
+    --useDLACore does (the printed trtexec line has no --fp16 and still runs the DLA in FP16)."""
+    import edgeres_deploy.trt as T
+
+    trt_double.install(monkeypatch, flavour, dla_cores=2)
+    spec = T.for_dla(T.BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
+                                 int8=False, fp16=False), 0)
+    side = T.build_engine(spec, log=lambda *a: None)
+    assert side["precision"] == "fp16" and side["build_spec"]["fp16"] is False  # the spec as asked: freshness holds
+    assert "--fp16" not in T.trtexec_command(spec)

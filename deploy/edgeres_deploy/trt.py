@@ -30,6 +30,23 @@ def import_tensorrt():
     return trt
 
 
+_NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+          "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def np_dtype(trt, dt) -> np.dtype:
+    """``trt.nptype(dt)`` as a numpy dtype. TensorRT 8.5's ``nptype`` reads ``np.bool`` on every call
+    (python/packaging/tensorrt/__init__.py:166 at 8.5.2), which numpy 1.24-1.26 no longer has (AttributeError,
+    NVIDIA/TensorRT#2557; numpy 1.24.4 is what pip installs for JetPack 5's Python 3.8): map by the type's name then."""
+    try:
+        return np.dtype(trt.nptype(dt))
+    except AttributeError:
+        name = getattr(dt, "name", str(dt).rsplit(".", 1)[-1])
+        if name not in _NP_OF:
+            raise TypeError(f"TensorRT type {dt} has no numpy equivalent") from None
+        return np.dtype(_NP_OF[name])
+
+
 def version_family(version: str) -> int:
     """Major version number of a TensorRT version string ('8.5.2.2' -> 8)."""
     return int(str(version).split(".")[0])
@@ -156,13 +173,16 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         raise RuntimeError(f"TensorRT could not parse {spec.onnx}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
+    # DLA computes in FP16 or INT8 only: trtexec --useDLACore sets FP16 whenever INT8 is off
+    # (samples/common/sampleEngines.cpp:998-1001 at 8.5.2), so a --no-fp16 DLA build is FP16 on the DLA
+    fp16 = spec.fp16 or (spec.dla_core is not None and not spec.int8)
     if fam < 11:
         if spec.int8:
             config.set_flag(trt.BuilderFlag.INT8)
             if spec.calib_cache:
                 config.int8_calibrator = _cache_calibrator(trt, spec.calib_cache)
-        if spec.fp16 and getattr(builder, "platform_has_fast_fp16", True):  # deprecated in 10.5
-            config.set_flag(trt.BuilderFlag.FP16)
+        if fp16 and (spec.dla_core is not None or getattr(builder, "platform_has_fast_fp16", True)):
+            config.set_flag(trt.BuilderFlag.FP16)  # platform_has_fast_fp16: deprecated in 10.x, gone in 11
     elif spec.calib_cache:
         raise RuntimeError("TensorRT 11 removed implicit INT8 calibration; build from the Q/DQ ONNX")
     if spec.sparsity:
@@ -181,28 +201,43 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
         config.add_optimization_profile(profile)
+        if fam < 11 and spec.int8 and spec.calib_cache:
+            # implicit INT8 with runtime dimensions needs a calibration profile (NvInfer.h setCalibrationProfile);
+            # trtexec uses the opt shapes (sampleOptions.cpp:891-893, sampleEngines.cpp:916 at 8.5.2)
+            calib = builder.create_optimization_profile()
+            calib.set_shape(inp.name, spec.shape(opt), spec.shape(opt), spec.shape(opt))
+            config.set_calibration_profile(calib)
     else:
         b = int(next(iter(inp.shape)))
         lo = opt = hi = b
-    cache_bytes = b""
+    timing_cache = None
     if spec.timing_cache and os.path.exists(spec.timing_cache):
         with open(spec.timing_cache, "rb") as f:
             cache_bytes = f.read()
-    timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        # None when TensorRT cannot read it (another TensorRT, e.g. after a JetPack upgrade: trtexec checks for
+        # nullptr too), False from set_timing_cache when it was made on another device (NvInfer.h setTimingCache)
+        timing_cache = config.create_timing_cache(cache_bytes) if cache_bytes else None
+        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+            log(f"{spec.timing_cache}: timing cache from another TensorRT version or device, not used; "
+                "a new one replaces it")
+            timing_cache = None
+    if timing_cache is None:
+        timing_cache = config.create_timing_cache(b"")
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
     t0 = time.time()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
     seconds = time.time() - t0
     _write_atomic(spec.engine, bytes(serialized))
-    if spec.timing_cache:
-        _write_atomic(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
+    used_cache = config.get_timing_cache()
+    if spec.timing_cache and used_cache is not None:
+        _write_atomic(spec.timing_cache, bytes(used_cache.serialize()))
     if fam >= 11:  # strongly typed: the ONNX's Q/DQ nodes and float types decide
         precision = "int8 (Q/DQ layers), others as typed in the ONNX" if spec.int8 else "as typed in the ONNX"
     else:
-        precision = "int8" if spec.int8 else ("fp16" if spec.fp16 else "fp32")
-        if spec.int8 and spec.fp16:
+        precision = "int8" if spec.int8 else ("fp16" if fp16 else "fp32")
+        if spec.int8 and fp16:
             precision = "int8+fp16"
     sidecar = {
         "tensorrt_version": trt.__version__,
@@ -265,8 +300,8 @@ class TrtRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.inputs[0])))
-        self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.outputs[0])))
+        self.in_dtype = np_dtype(trt, self.engine.get_tensor_dtype(self.inputs[0]))
+        self.out_dtype = np_dtype(trt, self.engine.get_tensor_dtype(self.outputs[0]))
         shape = tuple(self.engine.get_tensor_shape(self.inputs[0]))
         self.fixed_batch = shape[0] if shape[0] > 0 else None
         if self.fixed_batch:
@@ -294,6 +329,8 @@ class TrtRunner:
         arr = self._host.get(name)
         n = int(np.prod(shape))
         if arr is None or arr.dtype != dtype or arr.size < n:
+            if arr is not None:  # cuda-python has no garbage collection of cudaMallocHost memory
+                self.cuda.free_pinned(arr)
             arr = self.cuda.pinned_empty(n, dtype)
             self._host[name] = arr
         return arr[:n].reshape(shape)

@@ -17,7 +17,8 @@ from edgeres.errors import EdgeresError
 
 def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", dla_core: int | None = None,
                sparsity: bool = False, calib_cache: str | None = None, int8: bool | None = None,
-               timing_cache: str | None = None, fixed_batch: int | None = None) -> BuildSpec:
+               timing_cache: str | None = None, fixed_batch: int | None = None,
+               input_shape: tuple | None = None) -> BuildSpec:
     """The BuildSpec for ``target``: precisions, workspace, batch profile, DLA and 2:4 checked against the profile."""
     from edgeres.targets import require_supported
 
@@ -34,7 +35,7 @@ def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", d
         raise EdgeresError(f"target {target.name} has no useful INT8; build an FP16 engine from the FP32 export")
     batch = (fixed_batch, fixed_batch, fixed_batch) if fixed_batch else (1, target.batch, target.max_batch)
     spec = BuildSpec(onnx=str(onnx_path), engine=str(engine_path), input_name=input_name,
-                     input_shape=(3, pre.size, pre.size), batch=batch, int8=int8, fp16="fp16" in target.precisions,
+                     input_shape=tuple(input_shape or (3, pre.size, pre.size)), batch=batch, int8=int8, fp16="fp16" in target.precisions,
                      dla_core=dla_core, sparsity=sparsity, workspace_mb=target.workspace_mb,
                      timing_cache=timing_cache, calib_cache=calib_cache, trt_family=target.trt_family or 10,
                      dynamic=not fixed_batch)
@@ -54,6 +55,16 @@ def _onnx_io(onnx_path) -> tuple[str, int | None]:
     inp = m.graph.input[0]
     d0 = inp.type.tensor_type.shape.dim[0]
     return inp.name, (d0.dim_value if d0.HasField("dim_value") else None)
+
+
+def _onnx_chw(onnx_path) -> tuple | None:
+    """C, H, W of the ONNX input when all fixed: TensorRT refuses a profile that disagrees with the network's fixed
+    dimensions, so these, not the preprocess size, shape the profile and the trtexec line."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in m.graph.input[0].type.tensor_type.shape.dim]
+    return tuple(dims[1:]) if len(dims) == 4 and all(dims[1:]) else None
 
 
 def trtexec_line(spec: BuildSpec) -> str:
@@ -77,7 +88,7 @@ def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None,
     timing = str(Path(engine_path).with_name("timing.cache"))
     spec = build_spec(onnx_path, engine_path, target, pre, input_name=name, dla_core=dla_core, sparsity=sparsity,
                       calib_cache=calib_cache if calib_cache and target.implicit_int8 and not _is_qdq(onnx_path) else None,
-                      timing_cache=timing, fixed_batch=fixed)
+                      timing_cache=timing, fixed_batch=fixed, input_shape=_onnx_chw(onnx_path))
     line = trtexec_line(spec)
     meta = {"classes": list(classes or []), "preprocess": pre.to_dict(), "target": target.name}
     build, note = spec, ""

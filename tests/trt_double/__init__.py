@@ -7,7 +7,9 @@ report row of its own: what it builds is the ONNX plus its build spec, and what 
 Each rule below names the binding it copies. Sources: NVIDIA/TensorRT ``python/src/infer/pyCore.cpp`` (pyCore),
 ``python/src/parsers/pyOnnx.cpp`` (pyOnnx), ``python/src/infer/pyInt8.cpp`` (pyInt8) and
 ``python/packaging/.../tensorrt/__init__.py`` (init) at tags ``8.5.2``, ``v10.3.0`` and ``v11.0``; pycuda's
-documented driver API (https://documen.tician.de/pycuda/driver.html).
+documented driver API (https://documen.tician.de/pycuda/driver.html); cuda-python's runtime bindings
+(``cuda.bindings.runtime``, https://nvidia.github.io/cuda-python/cuda-bindings/latest/module/runtime.html: every call
+returns a tuple that starts with the ``cudaError_t``).
 
 Per flavour:
   * ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``: 8.5 and 10.3 (pyCore ``.value("EXPLICIT_BATCH", ...)``, 10.3
@@ -18,21 +20,41 @@ Per flavour:
     typed network (10.3 with STRONGLY_TYPED) refuses them at build time. ``GPU_FALLBACK``, ``SPARSE_WEIGHTS``: all.
   * ``IInt8EntropyCalibrator2`` / ``IBuilderConfig.int8_calibrator``: 8.5 and 10.3 (pyInt8.cpp); 11.0 has no
     pyInt8.cpp and no ``int8_calibrator``.
+  * ``IBuilderConfig.set_calibration_profile`` / ``get_calibration_profile``: 8.5 and 10.3 (pyCore 8.5.2:1081,
+    v10.3.0:1458). Implicit INT8 (an ``int8_calibrator``) on a network with runtime dimensions needs it: "Calibration
+    optimization profile must be set if int8 calibration is used to set scales for a network with runtime dimensions"
+    (``include/NvInfer.h`` ``setCalibrationProfile`` at 8.5.2); trtexec sets it to the opt shapes
+    (``samples/common/sampleOptions.cpp:891-893``, ``sampleEngines.cpp:916`` at 8.5.2). The double fails such a build.
   * ``Builder.platform_has_fast_fp16``: 8.5 and 10.3; absent in 11.0. ``Builder.num_DLA_cores``,
     ``IBuilderConfig.DLA_core``, ``IRuntime.DLA_core`` (read/write, default 0 here): all three.
+  * ``IOptimizationProfile.set_shape(input, min, opt, max)`` raises RuntimeError unless min <= opt <= max with one rank
+    (pyCore ``opt_profile_set_shape``, ``PY_ASSERT_RUNTIME_ERROR``, 8.5.2 lines 35-43); the build fails (None, error
+    logged) when a profile's dimensions disagree with the network input's fixed dimensions (TensorRT checks each
+    profile against the network: "Dimension mismatch for tensor ... and profile").
   * ``IExecutionContext.set_input_shape(name, shape) -> bool``: all three (pyCore ``setInputShape`` returns bool);
     the double returns False outside the engine's optimization profile or for a wrong rank, as TensorRT does.
   * ``ICudaEngine.get_tensor_profile_shape(name, profile_index) -> [min, opt, max]``: all three (pyCore lambda).
     ``get_tensor_dtype``, ``get_tensor_mode``, ``get_tensor_shape`` (-1 for dynamic dims), ``num_io_tensors``,
     ``get_tensor_name``: all three. ``device_memory_size``: 8.5 and 10.3; ``device_memory_size_v2``: 10.3 and 11.0.
   * ``IExecutionContext.execute_async_v3(stream_handle) -> bool`` and ``set_tensor_address``: all three.
-  * ``nptype(DataType)``: init of all three (float32, float16, int8, int32, bool, uint8; int64 from 10).
+  * ``nptype(DataType)``: init of all three (float32, float16, int8, int32, bool, uint8; int64 from 10). At 8.5.2 the
+    mapping reads ``np.bool`` on every call (``python/packaging/tensorrt/__init__.py:166``; 10.3 and 11.0 use
+    ``np.bool_``), so with numpy 1.24-1.26 (the newest numpy for JetPack 5's Python 3.8 is 1.24.4) ``nptype`` raises
+    AttributeError for every type (NVIDIA/TensorRT#2557); a test removes ``numpy.bool`` to stand for that numpy.
   * DLA: TensorRT's DLA has no dynamic shapes; a profile with min != max leaves every layer on the GPU (with
     GPU_FALLBACK) or fails the build. The double fails the build in that case (logs an error, returns None) so a test
-    sees it. A DLA core >= ``num_DLA_cores`` also fails (``setDLACore`` on a missing core).
+    sees it. A DLA core >= ``num_DLA_cores`` also fails (``setDLACore`` on a missing core). DLA computes in FP16 or
+    INT8 only, so a weakly typed DLA build with neither flag leaves every layer on the GPU: the double fails it too
+    (trtexec ``--useDLACore`` sets FP16 whenever ``--int8`` is absent: ``samples/common/sampleEngines.cpp:998-1001``
+    at 8.5.2, ``:1143-1146`` at v10.3.0).
   * A deserialized engine runs on ``IRuntime.DLA_core`` (what the runtime was set to), not on the core it was built
     for: the double records ``engine._dla_core_run`` so tests can check the runner sets it.
   * An engine serialized by another TensorRT version does not deserialize (``deserialize_cuda_engine`` -> None).
+  * Timing cache: ``IBuilderConfig.create_timing_cache(serialized_timing_cache)`` returns None (nullptr) for a blob it
+    cannot read (trtexec checks for it: ``samples/utils/timingCache.cpp:71`` at v10.3.0); ``set_timing_cache(cache,
+    ignore_mismatch) -> bool`` (pyCore ``&IBuilderConfig::setTimingCache``) returns False for a cache made on another
+    device unless ``ignore_mismatch`` (``include/NvInfer.h`` ``setTimingCache`` doc at 8.5.2 and v10.3.0), and, taking
+    a C++ reference, refuses None with TypeError; ``get_timing_cache()`` is None when none was set.
 """
 
 from __future__ import annotations
@@ -47,6 +69,13 @@ import numpy as np
 
 FLAVOURS = {"8.5": "8.5.2.2", "10.3": "10.3.0.30", "11": "11.0.0.11"}
 MAGIC = b"TRTDOUBLE\n"
+TIMING_MAGIC = b"TRTDOUBLE-TIMING\n"
+DEVICE_NAME = "Double GPU"
+
+
+def timing_cache_blob(device: str = DEVICE_NAME) -> bytes:
+    """A serialized timing cache of the double, as if created on ``device``."""
+    return TIMING_MAGIC + device.encode() + b"\n"
 
 # ------------------------------------------------------------------------------------------------ device memory
 MEMORY: dict = {}  # address -> np.ndarray(uint8): the double's "device" memory, shared by pycuda and tensorrt doubles
@@ -66,7 +95,7 @@ def used_bytes() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ pycuda
-def make_pycuda(device_name: str = "Double GPU") -> dict:
+def make_pycuda(device_name: str = DEVICE_NAME) -> dict:
     """``pycuda``, ``pycuda.driver`` and ``pycuda.autoprimaryctx`` (pycuda >= 2021.1) over host memory."""
     drv = types.ModuleType("pycuda.driver")
 
@@ -121,12 +150,17 @@ def make_pycuda(device_name: str = "Double GPU") -> dict:
     def _view(addr, nbytes):
         return MEMORY[int(addr)][:nbytes]
 
+    def _contiguous(a):  # pycuda takes host arrays through the buffer protocol: a strided view is refused
+        if not (isinstance(a, np.ndarray) and a.flags.c_contiguous):
+            raise TypeError("expected a contiguous host buffer")
+        return a
+
     def memcpy_htod_async(dest, src, stream=None):
-        src = np.ascontiguousarray(src)
+        src = _contiguous(src)
         _view(dest, src.nbytes)[:] = src.view(np.uint8).reshape(-1)
 
     def memcpy_dtoh_async(dest, src, stream=None):
-        dest.view(np.uint8).reshape(-1)[:] = _view(src, dest.nbytes)
+        _contiguous(dest).view(np.uint8).reshape(-1)[:] = _view(src, dest.nbytes)
 
     def pagelocked_empty(shape, dtype):
         return np.empty(shape, dtype)
@@ -148,6 +182,109 @@ def make_pycuda(device_name: str = "Double GPU") -> dict:
     prim.device = Device(0)
     pkg.autoprimaryctx = prim
     return {"pycuda": pkg, "pycuda.driver": drv, "pycuda.autoprimaryctx": prim}
+
+
+# ------------------------------------------------------------------------------------------------ cuda-python
+PINNED: dict = {}  # address -> ctypes buffer: page-locked host memory handed out by the cuda-python double
+
+
+def make_cudart(device_name: str = DEVICE_NAME) -> dict:
+    """``cuda.bindings.runtime`` (cuda-python >= 12.6; ``cuda.cudart`` before) over host memory. Every call returns a
+    tuple whose first item is the ``cudaError_t`` (cuda-python's convention: ``(err,)``, ``(err, value)`` or
+    ``(err, free, total)`` for ``cudaMemGetInfo``); freeing an address that is not allocated gives
+    ``cudaErrorInvalidValue``, as the CUDA runtime does."""
+    import ctypes
+    import time
+
+    rt = types.ModuleType("cuda.bindings.runtime")
+
+    class cudaError_t(enum.IntEnum):
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+
+    class cudaMemcpyKind(enum.IntEnum):
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    class _Handle:
+        def __init__(self):
+            self._h = id(self)
+
+        def __int__(self):
+            return self._h
+
+    class cudaStream_t(_Handle):
+        pass
+
+    class cudaEvent_t(_Handle):
+        t = None
+
+    class cudaDeviceProp:
+        name = device_name.encode()
+
+    ok = cudaError_t.cudaSuccess
+
+    def cudaStreamCreate():
+        return ok, cudaStream_t()
+
+    def cudaStreamSynchronize(stream):
+        return (ok,)
+
+    def cudaMalloc(size):
+        return ok, _alloc(size)
+
+    def cudaFree(devPtr):
+        return (ok,) if MEMORY.pop(int(devPtr), None) is not None else (cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaMallocHost(size):
+        buf = ctypes.create_string_buffer(int(size))
+        PINNED[ctypes.addressof(buf)] = buf
+        return ok, ctypes.addressof(buf)
+
+    def cudaFreeHost(ptr):
+        return (ok,) if PINNED.pop(int(ptr), None) is not None else (cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaMemcpyAsync(dst, src, count, kind, stream):
+        if kind == cudaMemcpyKind.cudaMemcpyHostToDevice:
+            ctypes.memmove(MEMORY[int(dst)].ctypes.data, int(src), int(count))
+        else:
+            ctypes.memmove(int(dst), MEMORY[int(src)].ctypes.data, int(count))
+        return (ok,)
+
+    def cudaEventCreate():
+        return ok, cudaEvent_t()
+
+    def cudaEventRecord(event, stream):
+        event.t = time.perf_counter()
+        return (ok,)
+
+    def cudaEventSynchronize(event):
+        return (ok,)
+
+    def cudaEventElapsedTime(start, end):
+        return ok, (end.t - start.t) * 1000.0
+
+    def cudaEventDestroy(event):
+        return (ok,)
+
+    def cudaGetDeviceProperties(device):
+        return ok, cudaDeviceProp()
+
+    def cudaMemGetInfo():
+        return ok, TOTAL_BYTES - used_bytes(), TOTAL_BYTES
+
+    for f in (cudaError_t, cudaMemcpyKind, cudaStream_t, cudaEvent_t, cudaDeviceProp, cudaStreamCreate,
+              cudaStreamSynchronize, cudaMalloc, cudaFree, cudaMallocHost, cudaFreeHost, cudaMemcpyAsync, cudaEventCreate,
+              cudaEventRecord, cudaEventSynchronize, cudaEventElapsedTime, cudaEventDestroy, cudaGetDeviceProperties,
+              cudaMemGetInfo):
+        setattr(rt, f.__name__, f)
+    cuda = types.ModuleType("cuda")
+    cuda.__path__ = []
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.__path__ = []
+    bindings.runtime = rt
+    cuda.bindings = bindings
+    return {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}
 
 
 # ------------------------------------------------------------------------------------------------ tensorrt
@@ -177,7 +314,7 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         BOOL = 4
         UINT8 = 5
         if major >= 10:
-            INT64 = 9
+            INT64 = 8  # kINT64 = 8 (include/NvInferRuntimeBase.h at v10.3.0 and v11.0; kINT4 is 9)
 
     np_of = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
              DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
@@ -185,8 +322,13 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         np_of[DataType.INT64] = np.int64
 
     def nptype(trt_type):
-        if trt_type in np_of:
-            return np_of[trt_type]
+        # 8.5.2 builds its mapping with ``bool: np.bool`` (python/packaging/tensorrt/__init__.py:166 at 8.5.2) on
+        # every call: numpy 1.24-1.26 has no ``np.bool`` -> AttributeError (NVIDIA/TensorRT#2557, fixed in 8.6)
+        mapping = dict(np_of)
+        if major < 10:
+            mapping[DataType.BOOL] = np.bool  # the attribute access is the point
+        if trt_type in mapping:
+            return mapping[trt_type]
         raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
 
     onnx_to_dt = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 9: DataType.BOOL,
@@ -276,12 +418,19 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
         def __init__(self):
             self.shapes = {}
 
-        def set_shape(self, name, min, opt, max):
-            self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
+        def set_shape(self, input, min, opt, max):
+            lo, mid, hi = (tuple(int(d) for d in s) for s in (min, opt, max))
+            if len(lo) != len(hi) or len(mid) != len(hi) or any(not a <= b <= c for a, b, c in zip(lo, mid, hi)):
+                raise RuntimeError("Shape provided for max is inconsistent with other shapes.")
+            self.shapes[input] = (lo, mid, hi)
 
     class TimingCache:
-        def __init__(self, data=b""):
-            self.data = bytes(data) or b"timing-cache-double"
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        @property
+        def device(self):
+            return self.data[len(TIMING_MAGIC):].split(b"\n", 1)[0].decode()
 
         def serialize(self):
             return self.data
@@ -294,6 +443,15 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
             self._cache = None
             if major < 11:
                 self.int8_calibrator = None
+                self._calib_profile = None
+
+        if major < 11:
+            def set_calibration_profile(self, profile):
+                self._calib_profile = profile
+                return True
+
+            def get_calibration_profile(self):
+                return self._calib_profile
 
         def set_memory_pool_limit(self, pool, size):
             self.pool[pool] = size
@@ -311,10 +469,21 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, data):
+        def create_timing_cache(self, serialized_timing_cache):
+            data = bytes(serialized_timing_cache)
+            if not data:
+                return TimingCache(timing_cache_blob())
+            if not data.startswith(TIMING_MAGIC):  # corrupted, or another TensorRT's format: nullptr -> None
+                logs.append((Logger.ERROR, "timing cache: serialization assertion failed (corrupted or other version)"))
+                return None
             return TimingCache(data)
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            if not isinstance(cache, TimingCache):  # pybind: ``ITimingCache const&`` accepts no None
+                raise TypeError("set_timing_cache(): incompatible function arguments")
+            if cache.device != DEVICE_NAME and not ignore_mismatch:
+                logs.append((Logger.ERROR, f"timing cache was created on {cache.device}, this is {DEVICE_NAME}"))
+                return False
             self._cache = cache
             return True
 
@@ -354,15 +523,24 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
                 if -1 in t.shape:
                     if prof is None:
                         return self._fail(f"Network has dynamic or shape inputs, but no optimization profile ({t.name})")
+                    for lim in prof:
+                        if len(lim) != len(t.shape) or any(d not in (-1, p) for d, p in zip(t.shape, lim)):
+                            return self._fail(f"{t.name}: profile dimensions {lim} do not match the network's {t.shape}")
                     shapes[t.name] = prof
                 else:
                     shapes[t.name] = (t.shape, t.shape, t.shape)
+            if (major < 11 and config.int8_calibrator is not None and BuilderFlag.INT8 in config.flags
+                    and any(-1 in t.shape for t in network.inputs) and config._calib_profile is None):
+                return self._fail("Calibration profile must be set for INT8 calibration of a network with runtime "
+                                  "dimensions")
             dla = None
             if config.default_device_type == DeviceType.DLA:
                 if not 0 <= config.DLA_core < dla_cores:
                     return self._fail(f"DLA core {config.DLA_core} does not exist ({dla_cores} cores)")
                 if any(p[0] != p[2] for p in shapes.values()):
                     return self._fail("DLA does not support dynamic shapes: profile min != max")
+                if major < 11 and not {BuilderFlag.FP16, BuilderFlag.INT8} & config.flags:
+                    return self._fail("DLA runs FP16 and INT8 only: without either flag every layer falls back to GPU")
                 dla = config.DLA_core
             meta = {"version": version, "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network.inputs],
                     "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network.outputs],
@@ -509,13 +687,19 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
     return trt
 
 
-def install(monkeypatch, flavour: str, dla_cores: int = 0) -> types.ModuleType:
-    """Put the double into sys.modules (tensorrt + pycuda) for one test; monkeypatch undoes it."""
+def install(monkeypatch, flavour: str, dla_cores: int = 0, cuda: str = "pycuda") -> types.ModuleType:
+    """Put the double into sys.modules (tensorrt + pycuda, or + cuda-python with ``cuda="cuda-python"``: then pycuda
+    does not import) for one test; monkeypatch undoes it."""
     trt = make_tensorrt(flavour, dla_cores)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    for name, mod in make_pycuda().items():
+    if cuda == "pycuda":
+        mods = make_pycuda()
+    else:
+        mods = {**make_cudart(), "pycuda": None, "pycuda.autoprimaryctx": None, "pycuda.driver": None}
+    for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return trt
 
 
-__all__ = ["FLAVOURS", "MEMORY", "install", "io", "make_pycuda", "make_tensorrt", "used_bytes"]
+__all__ = ["DEVICE_NAME", "FLAVOURS", "MEMORY", "PINNED", "install", "io", "make_cudart", "make_pycuda", "make_tensorrt",
+           "timing_cache_blob", "used_bytes"]
