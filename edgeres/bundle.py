@@ -179,7 +179,7 @@ def bundle_from_run(run_dir, out) -> dict:
     import yaml
 
     from edgeres.data import Preprocess
-    from edgeres.stages.engine import _onnx_io, build_spec
+    from edgeres.stages.engine import onnx_build_spec
     from edgeres.targets import get_target
 
     run_dir = Path(run_dir)
@@ -213,9 +213,8 @@ def bundle_from_run(run_dir, out) -> dict:
     onnx_path = run_dir / onnx_rel
     spec = None
     if target.runtime == "tensorrt":
-        name, fixed = _onnx_io(onnx_path)
-        spec = build_spec(onnx_path, "model.engine", target, pre, input_name=name, fixed_batch=fixed,
-                          sparsity=bool(cfg.get("sparsity")), dla_core=cfg.get("dla_core"))
+        spec = onnx_build_spec(onnx_path, "model.engine", target, pre, sparsity=bool(cfg.get("sparsity")),
+                               dla_core=cfg.get("dla_core"))
     cache = stages.get("quantize", {}).get("artifacts", {}).get("calib_cache")
     val = None
     try:  # the run's validation split, for the bundle's self-check images and reference outputs

@@ -337,16 +337,15 @@ def stage_engine(ctx: Context) -> StageResult:
 def stage_bundle(ctx: Context) -> StageResult:
     from edgeres.bundle import make_bundle
     from edgeres.report import new_row
-    from edgeres.stages.engine import build_spec, _onnx_io
+    from edgeres.stages.engine import onnx_build_spec
 
     t = ctx.target
     d = ctx.stage_dir("bundle")
     onnx_path = _deploy_onnx(ctx)
     spec = None
     if t.runtime == "tensorrt":
-        name, fixed = _onnx_io(onnx_path)
-        spec = build_spec(onnx_path, "model.engine", t, ctx.pre, input_name=name, dla_core=ctx.cfg.dla_core,
-                          sparsity=bool(ctx.cfg.sparsity), fixed_batch=fixed)
+        spec = onnx_build_spec(onnx_path, "model.engine", t, ctx.pre, dla_core=ctx.cfg.dla_core,
+                               sparsity=bool(ctx.cfg.sparsity))
     out = d / "bundle.tar.gz"
     res = make_bundle(out, onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
                       calib_cache=ctx.artifact("quantize", "calib_cache"),

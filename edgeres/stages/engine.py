@@ -67,6 +67,15 @@ def _onnx_chw(onnx_path) -> tuple | None:
     return tuple(dims[1:]) if len(dims) == 4 and all(dims[1:]) else None
 
 
+def onnx_build_spec(onnx_path, engine_path, target, pre, dla_core: int | None = None, sparsity: bool = False,
+                    **kw) -> BuildSpec:
+    """``build_spec`` with the input name, fixed batch and C, H, W read from the ONNX file itself: what the engine
+    stage, the pipeline's bundle and `edgeres deploy` all build from."""
+    name, fixed = _onnx_io(onnx_path)
+    return build_spec(onnx_path, engine_path, target, pre, input_name=name, dla_core=dla_core, sparsity=sparsity,
+                      fixed_batch=fixed, input_shape=_onnx_chw(onnx_path), **kw)
+
+
 def trtexec_line(spec: BuildSpec) -> str:
     return " ".join(shlex.quote(a) for a in trtexec_command(spec))
 
@@ -84,11 +93,10 @@ def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None,
     from edgeres_deploy.cuda_mem import BackendUnavailable
     from edgeres_deploy.trt import build_engine, on_jetson
 
-    name, fixed = _onnx_io(onnx_path)
     timing = str(Path(engine_path).with_name("timing.cache"))
-    spec = build_spec(onnx_path, engine_path, target, pre, input_name=name, dla_core=dla_core, sparsity=sparsity,
-                      calib_cache=calib_cache if calib_cache and target.implicit_int8 and not _is_qdq(onnx_path) else None,
-                      timing_cache=timing, fixed_batch=fixed, input_shape=_onnx_chw(onnx_path))
+    spec = onnx_build_spec(onnx_path, engine_path, target, pre, dla_core=dla_core, sparsity=sparsity,
+                           calib_cache=calib_cache if calib_cache and target.implicit_int8 and not _is_qdq(onnx_path) else None,
+                           timing_cache=timing)
     line = trtexec_line(spec)
     meta = {"classes": list(classes or []), "preprocess": pre.to_dict(), "target": target.name}
     build, note = spec, ""
@@ -114,8 +122,3 @@ def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None,
         return {"status": "skipped", "note": f"TensorRT build failed here ({e})", "trtexec": line, "spec": spec}
     return {"status": "ok", "note": note, "trtexec": line, "spec": spec, "sidecar": sidecar}
 
-
-def spec_json(spec: BuildSpec) -> str:
-    from edgeres_deploy.trt import spec_to_dict
-
-    return json.dumps(spec_to_dict(spec), indent=2)
