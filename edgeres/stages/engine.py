@@ -6,7 +6,6 @@ The build itself is ``edgeres_deploy.trt.build_engine``: the same code the bundl
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
