@@ -29,6 +29,8 @@ class OptimizeConfig:
     calib: str | None = None
     out: str | None = None
     prune: float = 0.3  # channel ratio; 0 skips pruning
+    target_latency_ms: float | None = None  # instead of prune: search the ratio by latency measured on the target
+    target_speedup: float | None = None  # ... or by the pruned model's measured speed-up over the unpruned one
     sparsity: str | None = None  # "2:4"
     importance: str = "l2"
     finetune_epochs: int = 3
@@ -174,7 +176,8 @@ def stage_prune(ctx: Context) -> StageResult:
     from edgeres.stages.prune import FinetuneConfig, PruneConfig, prune_and_finetune
 
     cfg = ctx.cfg
-    if not cfg.prune and not cfg.sparsity:
+    latency_goal = cfg.target_latency_ms is not None or cfg.target_speedup is not None
+    if not cfg.prune and not cfg.sparsity and not latency_goal:
         return StageResult("skipped", "pruning off (--prune 0)", rows=[_skip_row("prune", "torch", "pruning off (--prune 0)", ctx)])
     d = ctx.stage_dir("prune")
     from edgeres.models import load_model
@@ -186,12 +189,27 @@ def stage_prune(ctx: Context) -> StageResult:
     pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed)
     ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
                         lr=cfg.finetune_lr, batch_size=cfg.batch_size)
+    search = None
+    if latency_goal:  # the ratio whose measured latency meets the target (or the MACs fallback, named in the note)
+        from edgeres.stages.prune_latency import LatencyTarget, find_ratio
+
+        search = find_ratio(loaded.model, ctx.target, ctx.pre, LatencyTarget(cfg.target_latency_ms, cfg.target_speedup),
+                            pc, classes=ctx.splits.classes, threads=cfg.threads, log=ctx.log)
+        pc.ratio = search["ratio"]
+    from edgeres import ddp
+
+    ddp.send_job({"prune": pc, "finetune": ft})  # under torchrun: the other ranks join the fine-tuning
     info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target)
     for tmp in d.glob("model.last.pt"):
         tmp.unlink()  # only for resuming an interrupted fine-tune; the stage is done
     note = f"channel ratio {info['ratio']:.2f}, {info['macs_before'] / max(1, info['macs_after']):.2f}x fewer MACs"
     if cfg.sparsity:
         note += f", 2:4 on {info.get('sparse_layers', 0)} layers"
+    if search is not None:
+        from edgeres.stages.prune_latency import summary
+
+        info["latency_search"] = search
+        note += f"; {summary(search)}"
     rows = ctx.measure("prune", d / "model.pt", "torch", note=note, model=info["model"])
     keep = {k: v for k, v in info.items() if k not in ("model", "meta")}
     return StageResult(artifacts={"model": "prune/model.pt"}, rows=rows, info=keep)
@@ -333,7 +351,7 @@ STAGE_FUNCS = {"baseline": stage_baseline, "prune": stage_prune, "export": stage
 # the config keys each stage's output depends on (besides the outputs of the stages before it)
 STAGE_KEYS = {
     "baseline": ("model", "image_size", "crop_ratio", "mean", "std", "opset"),
-    "prune": ("prune", "sparsity", "importance", "finetune_epochs", "kd_alpha", "kd_temperature", "finetune_lr",
+    "prune": ("prune", "target_latency_ms", "target_speedup", "sparsity", "importance", "finetune_epochs", "kd_alpha", "kd_temperature", "finetune_lr",
               "batch_size", "seed", "target"),
     "export": ("opset",),
     "quantize": ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed"),
@@ -421,7 +439,18 @@ class Pipeline:
         return StageResult(rec["status"], rec.get("note", ""), rec.get("artifacts", {}), rec.get("rows", []),
                            rec.get("info", {}), digests)
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        """Run the stages; under torchrun, ranks > 0 only join the fine-tuning and return None (edgeres.ddp)."""
+        from edgeres import ddp
+
+        if ddp.active() and ddp.rank() != 0:
+            return ddp.follow(self)
+        try:
+            return self._run()
+        finally:
+            ddp.finish()
+
+    def _run(self) -> dict:
         from edgeres.report import host_info, write_report
 
         t0 = time.time()
@@ -542,6 +571,11 @@ def summary_lines(rows: list, ctx: Context, rec: dict) -> list:
             lines.append(f"Speed-up: {rec['speedup_note']}.")
     else:
         lines.append(f"No recommendation: {rec.get('reason')}.")
+    pr = ctx.results.get("prune")
+    if pr is not None and pr.info.get("latency_search"):
+        from edgeres.stages.prune_latency import summary
+
+        lines.append(f"Latency target: {summary(pr.info['latency_search'])}.")
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"- {r['stage']} ({r['runtime']}): {r['status']}: {r['note']}")
