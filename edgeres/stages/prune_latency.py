@@ -72,6 +72,8 @@ def interleaved_medians(fns: dict, rounds: int, runs: int, warmup: int = 3,
     The order rotates every round (no function always runs first). Returns {name: [median ms of each round]}.
     """
     names = list(fns)
+    if not names:
+        return {}
     for name in names:
         for _ in range(warmup):
             fns[name]()
