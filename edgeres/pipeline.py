@@ -337,9 +337,13 @@ def stage_bundle(ctx: Context) -> StageResult:
         spec = build_spec(onnx_path, "model.engine", t, ctx.pre, input_name=name, dla_core=ctx.cfg.dla_core,
                           sparsity=bool(ctx.cfg.sparsity), fixed_batch=fixed)
     out = d / "bundle.tar.gz"
+    extra = {"source_run": str(ctx.run_dir.name)}
+    if t.runtime == "onnxruntime" and ctx.results.get("quantize") is not None:  # x86: the faster runtime of the INT8 file
+        from edgeres.stages.x86_int8 import faster_runtime
+
+        extra["backend"], extra["backend_p50_ms"] = faster_runtime(ctx.results["quantize"].rows)
     res = make_bundle(out, onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
-                      calib_cache=ctx.artifact("quantize", "calib_cache"),
-                      extra={"source_run": str(ctx.run_dir.name)})
+                      calib_cache=ctx.artifact("quantize", "calib_cache"), extra=extra)
     row = new_row(stage="bundle", artifact="bundle.tar.gz", runtime="edgeres_deploy", input_size=ctx.pre.size,
                   model_size_mb=res["size_mb"], status="ok",
                   note=f"{len(res['files'])} files; on the device: python3 -m edgeres_deploy build && python3 -m edgeres_deploy bench")
@@ -530,14 +534,20 @@ def recommend(rows: list, target, budget: float) -> dict:
                 continue
             if target.runtime == "tensorrt" and r["runtime"] not in ("tensorrt", "onnxruntime"):
                 continue
-            if target.runtime == "onnxruntime" and r["runtime"] not in ("onnxruntime", "torch"):
+            if target.runtime == "onnxruntime" and r["runtime"] not in ("onnxruntime", "openvino", "torch"):
                 continue
             candidates.append(r)
     within = [r for r in candidates if (r["top1_delta"] or 0.0) >= -budget]
     if not within:
         return {"artifact": None, "reason": f"no artifact within {budget} points of the baseline's top-1"}
     best = within[0]
-    ref = base_ort if best["runtime"] == "onnxruntime" else base
+    runtimes = {}
+    if target.runtime == "onnxruntime":  # x86: the faster of ONNX Runtime and OpenVINO for the chosen artifact
+        from edgeres.stages.x86_int8 import faster_runtime
+
+        fast, runtimes = faster_runtime(within, best["stage"])
+        best = next((r for r in within if r["stage"] == best["stage"] and r["runtime"] == fast), best)
+    ref = base_ort if best["runtime"] in ("onnxruntime", "openvino") else base
     proxy = target.runtime == "tensorrt" and best["runtime"] != "tensorrt"
     speedup = None
     if not (proxy and best["precision"] == "int8") and best["latency_p50_ms"] and ref["latency_p50_ms"]:
@@ -546,7 +556,7 @@ def recommend(rows: list, target, budget: float) -> dict:
     return {
         "stage": best["stage"], "artifact": best["artifact"], "runtime": best["runtime"], "precision": best["precision"],
         "top1": best["top1"], "top1_delta": best["top1_delta"], "budget_points": budget,
-        "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}",
+        "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}", "runtimes_p50_ms": runtimes,
         "size_reduction": (size_base / best["model_size_mb"]) if size_base and best.get("model_size_mb") else None,
         "macs_reduction": (base["macs"] / best["macs"]) if base.get("macs") and best.get("macs") else None,
         "speedup_note": ("measure the engine on the device (python3 -m edgeres_deploy bench); ONNX Runtime on this CPU is "

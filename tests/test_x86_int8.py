@@ -86,3 +86,53 @@ def test_openvino_compiles_it(files):
 
     out = OpenVinoRuntime(files["edgeres"]).run(np.zeros((1, 3, 64, 64), np.float32))
     assert out.shape == (1, 10)
+
+
+# ------------------------------------------------------------------------------------------------ the faster runtime
+def _row(stage, runtime, p50, batch=1, top1=50.0, delta=-0.2, precision="int8"):
+    from edgeres.report import new_row
+
+    return new_row(stage=stage, runtime=runtime, latency_p50_ms=p50, batch_size=batch, status="ok", top1=top1,
+                   top1_delta=delta, precision=precision, artifact="model_int8.onnx")
+
+
+def test_recommendation_for_x86_takes_the_faster_runtime():
+    from edgeres.pipeline import recommend
+    from edgeres.stages.x86_int8 import faster_runtime
+
+    rows = [_row("baseline", "torch", 70.0, delta=0.0, precision="fp32"),
+            _row("baseline", "onnxruntime", 49.0, delta=0.0, precision="fp32"),
+            _row("quantize", "onnxruntime", 8.6), _row("quantize", "openvino", 6.9),
+            _row("quantize", "openvino", 40.0, batch=8)]
+    assert faster_runtime(rows) == ("openvino", {"onnxruntime": 8.6, "openvino": 6.9})
+    rec = recommend(rows, get_target("x86-cpu"), 1.0)
+    assert rec["runtime"] == "openvino" and rec["runtimes_p50_ms"] == {"onnxruntime": 8.6, "openvino": 6.9}
+    assert rec["speedup"] == pytest.approx(49.0 / 6.9) and rec["speedup_reference"] == "baseline/onnxruntime"
+    rows[3]["latency_p50_ms"] = 9.5
+    assert recommend(rows, get_target("x86-cpu"), 1.0)["runtime"] == "onnxruntime"
+    # TensorRT targets never recommend an OpenVINO row
+    assert recommend(rows, get_target("jetson"), 1.0)["runtime"] != "openvino"
+
+
+def test_x86_bundle_runs_openvino_without_torch(files, tmp_path):
+    """The bundle whose manifest names OpenVINO runs it with --backend auto, torch made unimportable."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+    import tarfile
+
+    from edgeres.bundle import make_bundle
+
+    out = tmp_path / "b.tar.gz"
+    make_bundle(out, files["edgeres"], get_target("x86-cpu"), Preprocess(size=64), list("abcdefghij"),
+                extra={"backend": "openvino"})
+    root = tmp_path / "bundle"
+    with tarfile.open(out) as tar:
+        tar.extractall(root, filter="data")
+    assert (root / "edgeres_deploy" / "openvino_backend.py").exists()
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['edgeres'] = None; "
+            "from edgeres_deploy.__main__ import main; "
+            "sys.exit(main(['bench', '--min-time', '0.1', '--min-runs', '3', '--warmup', '1']))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("openvino batch 1:"), p.stdout

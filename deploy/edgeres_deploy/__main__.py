@@ -89,6 +89,16 @@ def _engine_fresh(root: Path) -> bool:
 
 
 def make_backend(name: str, root: Path, threads: int | None = None):
+    from edgeres_deploy.openvino_backend import OpenVinoBackend, preferred_backend
+
+    if name == "openvino":
+        return OpenVinoBackend(root, threads)
+    if name == "auto" and preferred_backend(root) == "openvino":  # x86 bundles: the faster runtime on the host
+        try:
+            return OpenVinoBackend(root, threads)
+        except BackendUnavailable as e:
+            print(f"openvino backend unavailable ({e}); using onnxruntime", file=sys.stderr)
+            return OrtBackend(root, threads)
     if name == "onnxruntime":
         return OrtBackend(root, threads)
     if name == "tensorrt":
@@ -237,7 +247,7 @@ def parser() -> argparse.ArgumentParser:
     for name, hlp in (("bench", "latency percentiles, throughput, memory, power"), ("predict", "top-k for images"),
                       ("evaluate", "top-1/top-5 on an ImageFolder")):
         p = sub.add_parser(name, help=hlp)
-        p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
+        p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "openvino"], default="auto")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (onnxruntime)")
         if name == "bench":
             p.add_argument("--batch-size", type=int, nargs="+", default=[1])
