@@ -100,11 +100,11 @@ def targets_cmd(as_json):
     from rich.table import Table
 
     table = Table(title="edgeres targets")
-    for col in ("name", "runtime", "precisions", "JetPack", "TensorRT", "DLA", "2:4", "aliases"):
+    for col in ("name", "runtime", "precisions", "JetPack", "TensorRT", "DLA", "2:4", "channels", "aliases"):
         table.add_column(col)
-    for t in ts:
+    for t in ts:  # channels: the multiple pruning rounds to (its source: `edgeres targets --json`, channel_source)
         table.add_row(t.name, t.runtime, ",".join(t.precisions), t.jetpack or "", t.trt_version or "", str(t.dla_cores),
-                      "yes" if t.sparsity_2_4 else "no", ",".join(t.aliases))
+                      "yes" if t.sparsity_2_4 else "no", str(t.channel_multiple), ",".join(t.aliases))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 

@@ -71,7 +71,8 @@ CPU_SIMD_SOURCE = ("oneDNN (used by ONNX Runtime's and OpenVINO's x86 CPU kernel
 _TARGETS = [
     Target("jetson-orin-nano", "Jetson Orin Nano 8GB (Ampere, 1024 CUDA cores, no DLA), JetPack 6", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="6.2", trt_version="10.3", dla_cores=0, sparsity_2_4=True,
-           workspace_mb=1024, gpu="Ampere sm_87", channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("jetson", "orin", "orin-nano")),
+           workspace_mb=1024, gpu="Ampere sm_87", channel_multiple=32, channel_source=TRT_INT8_SOURCE,
+           aliases=("jetson", "orin", "orin-nano")),
     Target("jetson-orin-nx", "Jetson Orin NX 16GB (Ampere, 2 DLA cores), JetPack 6", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="6.2", trt_version="10.3", dla_cores=2, sparsity_2_4=True,
            workspace_mb=2048, gpu="Ampere sm_87", channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("orin-nx",)),
@@ -88,12 +89,15 @@ _TARGETS = [
            channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("thor",)),
     Target("jetson-nano", "Jetson Nano (Maxwell), JetPack 4.6, TensorRT 8.2: FP16 only, no useful INT8", "tensorrt",
            ("fp16", "fp32"), "none", jetpack="4.6", trt_version="8.2", dla_cores=0, sparsity_2_4=False,
-           workspace_mb=512, gpu="Maxwell sm_53", channel_multiple=8, channel_source=TRT_FP16_SOURCE, aliases=("nano",)),
+           workspace_mb=512, gpu="Maxwell sm_53", channel_multiple=8, channel_source=TRT_FP16_SOURCE,
+           aliases=("nano",)),
     Target("cuda-gpu", "Workstation / server NVIDIA GPU with TensorRT 10", "tensorrt", ("int8", "fp16", "fp32"),
            "trt-qdq", trt_version="10.13", dla_cores=0, sparsity_2_4=True, workspace_mb=4096, max_batch=64,
-           channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("gpu",)),
+           channel_multiple=32, channel_source=TRT_INT8_SOURCE,
+           aliases=("gpu",)),
     Target("x86-cpu", "x86-64 CPU with ONNX Runtime (VNNI/AMX INT8 fast path: uint8 activations, int8 weights)",
-           "onnxruntime", ("int8", "fp32"), "ort-u8s8", channel_multiple=16, channel_source=CPU_SIMD_SOURCE, aliases=("cpu", "x86")),
+           "onnxruntime", ("int8", "fp32"), "ort-u8s8", channel_multiple=16, channel_source=CPU_SIMD_SOURCE,
+           aliases=("cpu", "x86")),
 ]
 TARGETS = {t.name: t for t in _TARGETS}
 ALIASES = {a: t.name for t in _TARGETS for a in t.aliases}

@@ -170,3 +170,15 @@ def test_cli_rejects_two_pruning_goals(cli, tiny_ckpt, tmp_path):
     assert p.returncode == 2 and "give one of" in p.stderr
     p = cli("optimize", "--model", tiny_ckpt, "--prune", "0.3", "--target-speedup", "2")
     assert p.returncode == 2 and "not both" in p.stderr
+
+
+def test_prune_command_api_prunes_at_the_searched_ratio(tmp_path, tiny_ckpt, demo_data):
+    from edgeres.models import load_model
+    from edgeres.stages.prune import FinetuneConfig, PruneConfig
+    from edgeres.stages.prune_latency import run_prune_latency
+
+    res = run_prune_latency(tiny_ckpt, tmp_path / "p.pt", PruneConfig(ratio=None), FinetuneConfig(epochs=0),
+                            LatencyTarget(speedup=2.0), data=demo_data, target=get_target("x86-cpu"),
+                            progress=False, measure=quadratic())
+    assert res["latency_search"]["reached"] and res["ratio"] == res["latency_search"]["ratio"]
+    assert load_model(tmp_path / "p.pt").meta.extra["prune"]["ratio"] == pytest.approx(res["ratio"])

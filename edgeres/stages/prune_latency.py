@@ -317,7 +317,8 @@ def summary(res: dict) -> str:
 
 
 def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, target=None,
-                      trust_model: bool = False, pre_overrides: dict | None = None, progress: bool = True) -> dict:
+                      trust_model: bool = False, pre_overrides: dict | None = None, progress: bool = True,
+                      measure=None) -> dict:
     """`edgeres prune --target-latency-ms/--target-speedup`: find the ratio, then prune + fine-tune at it."""
     from edgeres.models import load_model
     from edgeres.stages import resolve_model_preprocess
@@ -329,7 +330,7 @@ def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, 
     check_prunable(loaded.model)
     pre = resolve_model_preprocess(loaded.meta.preprocess, pre_overrides)
     found = find_ratio(loaded.model, target, pre, goal, cfg, classes=loaded.meta.classes or None,
-                       log=print if progress else None)
+                       log=print if progress else None, measure=measure)
     cfg = replace(cfg, ratio=found["ratio"], target_macs=None)
     info = run_prune(model_path, out, cfg, ft, data=data, target=target, trust_model=trust_model,
                      pre_overrides=pre_overrides, progress=progress)
