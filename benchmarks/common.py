@@ -21,12 +21,38 @@ def time_fn(fn, batch: int, min_time: float) -> dict:
             "runs": st.runs}
 
 
+def cpu_flags() -> str:
+    """The CPU's INT8-relevant instruction sets (INT8 speed-ups depend on them): e.g. 'avx2 avx512_vnni amx_int8'."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().split())
+    except OSError:
+        return ""
+    return " ".join(w for w in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16") if w in words)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_rows(path, rows: list, ref_key=("runtime", "PyTorch eager"), ratio_col: str = "speedup_vs_ref") -> None:
     """Write rows with the ratio of each row's p50 latency to the reference row of the same batch size."""
     refs = {r["batch"]: r["p50_ms"] for r in rows if r.get(ref_key[0]) == ref_key[1] and r.get("p50_ms")}
     for r in rows:
         ref = refs.get(r["batch"])
         r[ratio_col] = round(ref / r["p50_ms"], 2) if ref and r.get("p50_ms") else ""
+    write_csv(path, rows)
+
+
+def write_csv(path, rows: list) -> None:
+    """Rows as CSV (columns in first-seen order), and the same table in markdown on stdout."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="") as f:

@@ -20,7 +20,7 @@ from edgeres.errors import EdgeresError
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "preprocess.py", "metrics.py", "cuda_mem.py", "trt.py", "bundle.py",
-                 "device_stats.py", "check.py", "fsio.py")
+                 "device_stats.py", "check.py", "fsio.py", "openvino_backend.py")
 
 
 def _runtime_sources() -> dict:
@@ -224,6 +224,11 @@ def bundle_from_run(run_dir, out) -> dict:
     except (EdgeresError, OSError, KeyError, ValueError):
         pass
     fp32 = stages.get("export", {}).get("artifacts", {}).get("onnx")
+    extra = {"source_run": run_dir.name}
+    if target.runtime == "onnxruntime" and "quantize" in stages:  # x86: the faster runtime of the INT8 file
+        from edgeres.stages.x86_int8 import faster_runtime
+
+        extra["backend"], extra["backend_p50_ms"] = faster_runtime(stages["quantize"].get("rows", []))
     return make_bundle(out, onnx_path, target, pre, manifest["data"]["classes"], spec=spec,
-                       calib_cache=run_dir / cache if cache else None, extra={"source_run": run_dir.name},
+                       calib_cache=run_dir / cache if cache else None, extra=extra,
                        validation=val, fp32_onnx=run_dir / fp32 if fp32 else None)

@@ -106,11 +106,11 @@ def targets_cmd(as_json):
     from rich.table import Table
 
     table = Table(title="edgeres targets")
-    for col in ("name", "runtime", "precisions", "JetPack", "TensorRT", "DLA", "2:4", "aliases"):
+    for col in ("name", "runtime", "precisions", "JetPack", "TensorRT", "DLA", "2:4", "channels", "aliases"):
         table.add_column(col)
-    for t in ts:
+    for t in ts:  # channels: the multiple pruning rounds to (its source: `edgeres targets --json`, channel_source)
         table.add_row(t.name, t.runtime, ",".join(t.precisions), t.jetpack or "", t.trt_version or "", str(t.dla_cores),
-                      "yes" if t.sparsity_2_4 else "no", ",".join(t.aliases))
+                      "yes" if t.sparsity_2_4 else "no", str(t.channel_multiple), ",".join(t.aliases))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -266,9 +266,16 @@ def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, threads, min_time,
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--ratio", type=float, default=None, help="Channel ratio to remove, in (0, 1), e.g. 0.3.")
 @click.option("--target-macs", type=float, default=None, help="Instead of --ratio: keep this fraction of the MACs, e.g. 0.5.")
+@click.option("--target-latency-ms", type=click.FloatRange(0, min_open=True), default=None,
+              help="Instead of --ratio: search the ratio whose latency, measured in the target's runtime and precision "
+                   "on this host, is at most this.")
+@click.option("--target-speedup", type=click.FloatRange(1, min_open=True), default=None,
+              help="Instead of --ratio: search the ratio whose measured speed-up over the unpruned model (same runtime "
+                   "and precision) is at least this, e.g. 2. TensorRT targets fall back to MACs (1/S).")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True)
 @click.option("--global-pruning", is_flag=True, help="Rank channels across layers instead of per layer.")
-@click.option("--round-to", type=click.IntRange(1), default=8, show_default=True, help="Channel counts rounded to a multiple of this.")
+@click.option("--round-to", type=click.IntRange(1), default=None,
+              help="Channel counts rounded to a multiple of this (default: the target's channel multiple, see `edgeres targets`).")
 @click.option("--iterative-steps", type=click.IntRange(1), default=1, show_default=True, help="Prune in steps, fine-tuning between them.")
 @click.option("--prune-stem", is_flag=True, help="Also prune the stem convolution (kept by default).")
 @click.option("--sparsity", type=click.Choice(["2:4"]), default=None, help="NVIDIA 2:4 structured sparsity (Orin/Thor).")
@@ -280,7 +287,7 @@ def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, threads, min_time,
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @preprocess_options
 @_trust_option
-def prune_cmd(model_path, data, out, ratio, target_macs, importance, global_pruning, round_to, iterative_steps,
+def prune_cmd(model_path, data, out, ratio, target_macs, target_latency_ms, target_speedup, importance, global_pruning, round_to, iterative_steps,
               prune_stem, sparsity, target, finetune_epochs, kd_alpha, kd_temperature, lr, batch_size, image_size,
               crop_ratio, mean, std, trust_model):
     """Structured channel pruning (+2:4 sparsity) with distillation fine-tuning; saves a weights-only checkpoint.
@@ -292,10 +299,24 @@ def prune_cmd(model_path, data, out, ratio, target_macs, importance, global_prun
 
     cfg = PruneConfig(ratio=ratio, target_macs=target_macs, importance=importance, global_pruning=global_pruning,
                       round_to=round_to, iterative_steps=iterative_steps, keep_stem=not prune_stem, sparsity=sparsity)
-    cfg.validate()
+    latency = target_latency_ms is not None or target_speedup is not None
+    if latency and (ratio is not None or target_macs is not None):
+        raise click.UsageError("give one of --ratio, --target-macs, --target-latency-ms, --target-speedup")
+    if not latency:
+        cfg.validate()
     ft = FinetuneConfig(epochs=finetune_epochs, kd_alpha=kd_alpha, kd_temperature=kd_temperature, lr=lr, batch_size=batch_size)
-    res = run_prune(model_path, out, cfg, ft, data=data, target=get_target(target), trust_model=trust_model,
-                    pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+    pre_overrides = dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std)
+    if latency:
+        from edgeres.stages.prune_latency import LatencyTarget, run_prune_latency, summary
+
+        goal = LatencyTarget(latency_ms=target_latency_ms, speedup=target_speedup)
+        goal.validate()
+        res = run_prune_latency(model_path, out, cfg, ft, goal, data=data, target=get_target(target),
+                                trust_model=trust_model, pre_overrides=pre_overrides)
+        click.echo(f"latency target: {summary(res['latency_search'])}")
+    else:
+        res = run_prune(model_path, out, cfg, ft, data=data, target=get_target(target), trust_model=trust_model,
+                        pre_overrides=pre_overrides)
     click.echo(f"MACs {res['macs_before'] / 1e9:.3f} G -> {res['macs_after'] / 1e9:.3f} G "
                f"({res['macs_before'] / max(1, res['macs_after']):.2f}x fewer), params {res['params_before'] / 1e6:.2f} M -> "
                f"{res['params_after'] / 1e6:.2f} M, top-1 {res['top1_before']:.2f}% -> {res['top1_after']:.2f}%  -> {out}"
@@ -507,11 +528,15 @@ def _print_result(res):
 @main.command("optimize")
 @click.option("--model", type=click.Path(), default=None, help="Trained model (.pt: edgeres checkpoint, state dict, TorchScript).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (default runs/MODEL-TARGET).")
+@click.option("--target-latency-ms", type=click.FloatRange(0, min_open=True), default=None,
+              help="Instead of --prune: the ratio whose latency, measured in the target's runtime and precision here, is at most this.")
+@click.option("--target-speedup", type=click.FloatRange(1, min_open=True), default=None,
+              help="Instead of --prune: the ratio whose measured speed-up over the unpruned model is at least this (TensorRT targets: by MACs).")
 @optimize_options
 @preprocess_options
 @_trust_option
 @click.pass_context
-def optimize_cmd(ctx, model, out, target, data, calib, prune, sparsity, finetune_epochs, max_accuracy_drop, quant_max_drop,
+def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, data, calib, prune, sparsity, finetune_epochs, max_accuracy_drop, quant_max_drop,
                  calib_size, calib_method, force, config_file, latency_min_time, no_memory, threads, image_size,
                  crop_ratio, mean, std, trust_model):
     """The whole pipeline: baseline -> prune -> export -> INT8 -> engine -> bundle -> report. Resumable.
@@ -521,7 +546,10 @@ def optimize_cmd(ctx, model, out, target, data, calib, prune, sparsity, finetune
     """
     from edgeres.pipeline import optimize
 
+    if (target_latency_ms is not None or target_speedup is not None) and prune is not None:
+        raise click.UsageError("give --prune or --target-latency-ms/--target-speedup, not both")
     vals = dict(model=model, out=out, target=target, data=data, calib=calib, prune=prune, sparsity=sparsity,
+                target_latency_ms=target_latency_ms, target_speedup=target_speedup,
                 finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop,
                 calib_size=calib_size, calib_method=calib_method, latency_min_time=latency_min_time,
                 no_memory=no_memory or None, threads=threads, image_size=image_size, crop_ratio=crop_ratio,
@@ -529,7 +557,9 @@ def optimize_cmd(ctx, model, out, target, data, calib, prune, sparsity, finetune
     cfg = _build_config(ctx, config_file, vals)
     if not cfg.model:
         raise click.UsageError("--model is required (or `model:` in --config)")
-    _print_result(optimize(cfg, tuple(force)))
+    res = optimize(cfg, tuple(force))
+    if res is not None:  # None: a torchrun rank > 0, which only joined the fine-tuning
+        _print_result(res)
 
 
 # ------------------------------------------------------------------------------------------------ demo

@@ -30,6 +30,8 @@ class OptimizeConfig:
     calib: str | None = None
     out: str | None = None
     prune: float = 0.3  # channel ratio; 0 skips pruning
+    target_latency_ms: float | None = None  # instead of prune: search the ratio by latency measured on the target
+    target_speedup: float | None = None  # ... or by the pruned model's measured speed-up over the unpruned one
     sparsity: str | None = None  # "2:4"
     importance: str = "l2"
     finetune_epochs: int = 3
@@ -202,7 +204,8 @@ def stage_prune(ctx: Context) -> StageResult:
     from edgeres.stages.prune import FinetuneConfig, PruneConfig, prune_and_finetune
 
     cfg = ctx.cfg
-    if not cfg.prune and not cfg.sparsity:
+    latency_goal = cfg.target_latency_ms is not None or cfg.target_speedup is not None
+    if not cfg.prune and not cfg.sparsity and not latency_goal:
         return StageResult("skipped", "pruning off (--prune 0)", rows=[_skip_row("prune", "torch", "pruning off (--prune 0)", ctx)])
     d = ctx.stage_dir("prune")
     from edgeres.models import load_model
@@ -214,6 +217,16 @@ def stage_prune(ctx: Context) -> StageResult:
     pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed)
     ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
                         lr=cfg.finetune_lr, batch_size=cfg.batch_size)
+    search = None
+    if latency_goal:  # the ratio whose measured latency meets the target (or the MACs fallback, named in the note)
+        from edgeres.stages.prune_latency import LatencyTarget, find_ratio
+
+        search = find_ratio(loaded.model, ctx.target, ctx.pre, LatencyTarget(cfg.target_latency_ms, cfg.target_speedup),
+                            pc, classes=ctx.splits.classes, threads=cfg.threads, log=ctx.log)
+        pc.ratio = search["ratio"]
+    from edgeres import ddp
+
+    ddp.send_job({"prune": pc, "finetune": ft})  # under torchrun: the other ranks join the fine-tuning
     info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target,
                               trust_model=cfg.trust_model)
     for tmp in d.glob("model.last.pt"):
@@ -221,6 +234,11 @@ def stage_prune(ctx: Context) -> StageResult:
     note = f"channel ratio {info['ratio']:.2f}, {info['macs_before'] / max(1, info['macs_after']):.2f}x fewer MACs"
     if cfg.sparsity:
         note += f", 2:4 on {info.get('sparse_layers', 0)} layers"
+    if search is not None:
+        from edgeres.stages.prune_latency import summary
+
+        info["latency_search"] = search
+        note += f"; {summary(search)}"
     rows = ctx.measure("prune", d / "model.pt", "torch", note=note, model=info["model"])
     keep = {k: v for k, v in info.items() if k not in ("model", "meta")}
     return StageResult(artifacts={"model": "prune/model.pt"}, rows=rows, info=keep)
@@ -347,10 +365,14 @@ def stage_bundle(ctx: Context) -> StageResult:
         spec = onnx_build_spec(onnx_path, "model.engine", t, ctx.pre, dla_core=ctx.cfg.dla_core,
                                sparsity=bool(ctx.cfg.sparsity))
     out = d / "bundle.tar.gz"
+    extra = {"source_run": str(ctx.run_dir.name)}
+    if t.runtime == "onnxruntime" and ctx.results.get("quantize") is not None:  # x86: the faster runtime of the INT8 file
+        from edgeres.stages.x86_int8 import faster_runtime
+
+        extra["backend"], extra["backend_p50_ms"] = faster_runtime(ctx.results["quantize"].rows)
     res = make_bundle(out, onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
-                      calib_cache=ctx.artifact("quantize", "calib_cache"),
-                      extra={"source_run": str(ctx.run_dir.name)}, validation=ctx.splits.val,
-                      fp32_onnx=ctx.artifact("export", "onnx"))
+                      calib_cache=ctx.artifact("quantize", "calib_cache"), extra=extra,
+                      validation=ctx.splits.val, fp32_onnx=ctx.artifact("export", "onnx"))
     ref = res.get("reference_sha256")
     row = new_row(stage="bundle", artifact="bundle.tar.gz", runtime="edgeres_deploy", input_size=ctx.pre.size,
                   model_size_mb=res["size_mb"], status="ok",
@@ -365,7 +387,7 @@ STAGE_FUNCS = {"baseline": stage_baseline, "prune": stage_prune, "export": stage
 # the config keys each stage's output depends on (besides the outputs of the stages before it)
 STAGE_KEYS = {
     "baseline": ("model", "image_size", "crop_ratio", "mean", "std", "opset"),
-    "prune": ("prune", "sparsity", "importance", "finetune_epochs", "kd_alpha", "kd_temperature", "finetune_lr",
+    "prune": ("prune", "target_latency_ms", "target_speedup", "sparsity", "importance", "finetune_epochs", "kd_alpha", "kd_temperature", "finetune_lr",
               "batch_size", "seed", "target"),
     "export": ("opset",),
     "quantize": ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed"),
@@ -457,7 +479,18 @@ class Pipeline:
         return StageResult(rec["status"], rec.get("note", ""), rec.get("artifacts", {}), rec.get("rows", []),
                            rec.get("info", {}), digests)
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        """Run the stages; under torchrun, ranks > 0 only join the fine-tuning and return None (edgeres.ddp)."""
+        from edgeres import ddp
+
+        if ddp.active() and ddp.rank() != 0:
+            return ddp.follow(self)
+        try:
+            return self._run()
+        finally:
+            ddp.finish()
+
+    def _run(self) -> dict:
         from edgeres.report import host_info, write_report
 
         t0 = time.time()
@@ -538,14 +571,20 @@ def recommend(rows: list, target, budget: float) -> dict:
                 continue
             if target.runtime == "tensorrt" and r["runtime"] not in ("tensorrt", "onnxruntime"):
                 continue
-            if target.runtime == "onnxruntime" and r["runtime"] not in ("onnxruntime", "torch"):
+            if target.runtime == "onnxruntime" and r["runtime"] not in ("onnxruntime", "openvino", "torch"):
                 continue
             candidates.append(r)
     within = [r for r in candidates if (r["top1_delta"] or 0.0) >= -budget]
     if not within:
         return {"artifact": None, "reason": f"no artifact within {budget} points of the baseline's top-1"}
     best = within[0]
-    ref = base_ort if best["runtime"] == "onnxruntime" else base
+    runtimes = {}
+    if target.runtime == "onnxruntime":  # x86: the faster of ONNX Runtime and OpenVINO for the chosen artifact
+        from edgeres.stages.x86_int8 import faster_runtime
+
+        fast, runtimes = faster_runtime(within, best["stage"])
+        best = next((r for r in within if r["stage"] == best["stage"] and r["runtime"] == fast), best)
+    ref = base_ort if best["runtime"] in ("onnxruntime", "openvino") else base
     proxy = target.runtime == "tensorrt" and best["runtime"] != "tensorrt"
     speedup = None
     if not (proxy and best["precision"] == "int8") and best["latency_p50_ms"] and ref["latency_p50_ms"]:
@@ -554,7 +593,7 @@ def recommend(rows: list, target, budget: float) -> dict:
     return {
         "stage": best["stage"], "artifact": best["artifact"], "runtime": best["runtime"], "precision": best["precision"],
         "top1": best["top1"], "top1_delta": best["top1_delta"], "budget_points": budget,
-        "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}",
+        "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}", "runtimes_p50_ms": runtimes,
         "size_reduction": (size_base / best["model_size_mb"]) if size_base and best.get("model_size_mb") else None,
         "macs_reduction": (base["macs"] / best["macs"]) if base.get("macs") and best.get("macs") else None,
         "speedup_note": ("measure the engine on the device (./run.sh bench); ONNX Runtime on this CPU is "
@@ -579,6 +618,11 @@ def summary_lines(rows: list, ctx: Context, rec: dict) -> list:
             lines.append(f"Speed-up: {rec['speedup_note']}.")
     else:
         lines.append(f"No recommendation: {rec.get('reason')}.")
+    pr = ctx.results.get("prune")
+    if pr is not None and pr.info.get("latency_search"):
+        from edgeres.stages.prune_latency import summary
+
+        lines.append(f"Latency target: {summary(pr.info['latency_search'])}.")
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"- {r['stage']} ({r['runtime']}): {r['status']}: {r['note']}")

@@ -30,6 +30,10 @@ class Target:
     gpu: str | None = None
     notes: str = ""
     aliases: tuple = field(default=())
+    # channel counts the target's fastest kernels want; pruning rounds to it (``--round-to`` overrides). The figure
+    # and its source are data: see CHANNEL_SOURCES.
+    channel_multiple: int = 8
+    channel_source: str = ""
 
     @property
     def trt_family(self) -> int | None:
@@ -51,32 +55,49 @@ class Target:
         return d
 
 
+# Where each channel multiple comes from (cited in every profile that uses it).
+TRT_INT8_SOURCE = ("TensorRT Developer Guide, Performance > 'Optimizing for Tensor Cores' "
+                   "(docs.nvidia.com/deeplearning/tensorrt/latest/performance/optimization.html): suggested tensor "
+                   "dimension alignment for Tensor Core layers is 32 elements for INT8 (8 for FP16 dense, 4 for TF32); "
+                   "an INT8 engine keeps FP16/FP32 fallback layers, whose 8 divides 32")
+TRT_FP16_SOURCE = ("TensorRT Developer Guide, 'Optimizing for Tensor Cores': 8 elements for FP16 dense math; cuDNN's "
+                   "Tensor Core rule 'input and output channel dimensions must be a multiple of eight' "
+                   "(developer.nvidia.com/blog/programming-tensor-cores-cuda-9/)")
+CPU_SIMD_SOURCE = ("oneDNN (used by ONNX Runtime's and OpenVINO's x86 CPU kernels) 'Understanding Memory Formats' "
+                   "(oneapi-src.github.io/oneDNN/dev_guide_understanding_memory_formats.html): blocked layouts nChw16c "
+                   "for AVX-512 (16 fp32 lanes per 512-bit register; VNNI packs 4 int8 per lane) and nChw8c for AVX2; "
+                   "16 is a multiple of both")
+
 _TARGETS = [
     Target("jetson-orin-nano", "Jetson Orin Nano 8GB (Ampere, 1024 CUDA cores, no DLA), JetPack 6", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="6.2", trt_version="10.3", dla_cores=0, sparsity_2_4=True,
-           workspace_mb=1024, gpu="Ampere sm_87", aliases=("jetson", "orin", "orin-nano")),
+           workspace_mb=1024, gpu="Ampere sm_87", channel_multiple=32, channel_source=TRT_INT8_SOURCE,
+           aliases=("jetson", "orin", "orin-nano")),
     Target("jetson-orin-nx", "Jetson Orin NX 16GB (Ampere, 2 DLA cores), JetPack 6", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="6.2", trt_version="10.3", dla_cores=2, sparsity_2_4=True,
-           workspace_mb=2048, gpu="Ampere sm_87", aliases=("orin-nx",)),
+           workspace_mb=2048, gpu="Ampere sm_87", channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("orin-nx",)),
     Target("jetson-agx-orin", "Jetson AGX Orin 64GB (Ampere, 2 DLA cores), JetPack 6", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="6.2", trt_version="10.3", dla_cores=2, sparsity_2_4=True,
-           workspace_mb=4096, gpu="Ampere sm_87", aliases=("agx-orin",)),
+           workspace_mb=4096, gpu="Ampere sm_87", channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("agx-orin",)),
     Target("jetson-xavier-nx", "Jetson Xavier NX (Volta, 2 DLA cores), JetPack 5.1, TensorRT 8.5", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="5.1", trt_version="8.5", dla_cores=2, sparsity_2_4=False,
            workspace_mb=1024, gpu="Volta sm_72", notes="legacy: a TensorRT calibration cache is written too",
-           aliases=("xavier-nx",)),
+           channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("xavier-nx",)),
     Target("jetson-thor", "Jetson AGX Thor (Blackwell), JetPack 7.2+, TensorRT 11 (strongly typed)", "tensorrt",
            ("int8", "fp16", "fp32"), "trt-qdq", jetpack="7.2", trt_version="11.4", dla_cores=0, sparsity_2_4=True,
            workspace_mb=8192, gpu="Blackwell sm_110", notes="TRT 11: no implicit INT8, no INT8/FP16 builder flags",
-           aliases=("thor",)),
+           channel_multiple=32, channel_source=TRT_INT8_SOURCE, aliases=("thor",)),
     Target("jetson-nano", "Jetson Nano (Maxwell), JetPack 4.6, TensorRT 8.2: FP16 only, no useful INT8", "tensorrt",
            ("fp16", "fp32"), "none", jetpack="4.6", trt_version="8.2", dla_cores=0, sparsity_2_4=False,
-           workspace_mb=512, gpu="Maxwell sm_53", aliases=("nano",)),
+           workspace_mb=512, gpu="Maxwell sm_53", channel_multiple=8, channel_source=TRT_FP16_SOURCE,
+           aliases=("nano",)),
     Target("cuda-gpu", "Workstation / server NVIDIA GPU with TensorRT 10", "tensorrt", ("int8", "fp16", "fp32"),
            "trt-qdq", trt_version="10.13", dla_cores=0, sparsity_2_4=True, workspace_mb=4096, max_batch=64,
+           channel_multiple=32, channel_source=TRT_INT8_SOURCE,
            aliases=("gpu",)),
     Target("x86-cpu", "x86-64 CPU with ONNX Runtime (VNNI/AMX INT8 fast path: uint8 activations, int8 weights)",
-           "onnxruntime", ("int8", "fp32"), "ort-u8s8", aliases=("cpu", "x86")),
+           "onnxruntime", ("int8", "fp32"), "ort-u8s8", channel_multiple=16, channel_source=CPU_SIMD_SOURCE,
+           aliases=("cpu", "x86")),
 ]
 TARGETS = {t.name: t for t in _TARGETS}
 ALIASES = {a: t.name for t in _TARGETS for a in t.aliases}

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,15 +14,32 @@ def _run(script, *args):
                           text=True, timeout=900, cwd=ROOT)
 
 
-@pytest.mark.slow
 def test_bench_runtimes_smoke(tmp_path):
+    """Every row of the side-by-side run, interleaved rounds, ratios and CPU flags in the CSV (tiny sizes; the
+    --target-speedup row reuses a given ratio here: the search itself is tested in test_prune_latency.py)."""
     out = tmp_path / "rt.csv"
-    proc = _run("bench_runtimes.py", "--out", out, "--size", "32", "--batches", "1", "--min-time", "0.05", "--calib", "4")
+    proc = _run("bench_runtimes.py", "--out", out, "--arch", "resnet18", "--size", "32", "--batches", "1", "2",
+                "--rounds", "2", "--runs", "1", "--calib", "2", "--speedup-ratio", "0.5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(out)))
-    names = {r["runtime"] for r in rows}
-    assert {"PyTorch eager", "ONNX Runtime", "ONNX Runtime quantize_static", "edgeres x86-cpu INT8 (NNCF)"} <= names
-    assert all(r["p50_ms"] and r["speedup_vs_ref"] for r in rows)
+    names = {r["row"] for r in rows}
+    assert {"PyTorch eager", "ONNX Runtime FP32", "ONNX Runtime quantize_static INT8",
+            "edgeres x86-cpu INT8 unpruned (ONNX Runtime)", "edgeres x86-cpu INT8 ratio 0.3 (ONNX Runtime)",
+            "edgeres x86-cpu INT8 --target-speedup 2 (ONNX Runtime)"} <= names
+    try:
+        import openvino  # noqa: F401
+
+        assert {"OpenVINO FP32", "OpenVINO + NNCF INT8", "edgeres x86-cpu INT8 unpruned (OpenVINO)"} <= names
+    except ImportError:
+        pass
+    assert {r["batch"] for r in rows} == {"1", "2"}
+    for r in rows:
+        assert float(r["median_ms"]) > 0 and float(r["best_round_ms"]) <= float(r["median_ms"])
+        assert r["speedup_vs_eager"] and r["rounds"] == "2" and "avx" in r["cpu_flags"] or r["cpu_flags"] == ""
+    eager = [r for r in rows if r["row"] == "PyTorch eager"]
+    assert all(float(r["speedup_vs_eager"]) == 1.0 for r in eager)
+    pruned = next(r for r in rows if r["row"].startswith("edgeres x86-cpu INT8 --target-speedup"))
+    assert float(pruned["ratio"]) == 0.5 and pruned["speedup_vs_unpruned_same_runtime"]
 
 
 def test_bench_prune_smoke(tmp_path):

@@ -111,6 +111,16 @@ def _engine_fresh(root: Path, spec=None) -> bool:
 
 
 def make_backend(name: str, root: Path, threads: int | None = None):
+    from edgeres_deploy.openvino_backend import OpenVinoBackend, preferred_backend
+
+    if name == "openvino":
+        return OpenVinoBackend(root, threads)
+    if name == "auto" and preferred_backend(root) == "openvino":  # x86 bundles: the faster runtime on the host
+        try:
+            return OpenVinoBackend(root, threads)
+        except BackendUnavailable as e:
+            print(f"openvino backend unavailable ({e}); using onnxruntime", file=sys.stderr)
+            return OrtBackend(root, threads)
     if name == "onnxruntime":
         return OrtBackend(root, threads)
     if name == "tensorrt":
@@ -343,8 +353,8 @@ def parser() -> argparse.ArgumentParser:
     for name, hlp in (("bench", "latency percentiles, throughput, memory, power"), ("predict", "top-k for images"),
                       ("evaluate", "top-1/top-5 on an ImageFolder")):
         p = sub.add_parser(name, help=hlp)
-        p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto")
-        p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime)")
+        p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "openvino"], default="auto")
+        p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime, openvino)")
         if name == "bench":
             p.add_argument("--batch-size", type=POSITIVE, nargs="+", default=[1])
             p.add_argument("--min-time", type=SECONDS, default=2.0)

@@ -22,7 +22,10 @@ class OpenVinoRuntime(Runtime):
         self.threads = threads or default_threads()
         core = ov.Core()
         model = core.read_model(str(artifact))
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": self.threads})
+        try:
+            self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": self.threads})
+        except RuntimeError as e:  # a graph its CPU plugin has no kernel for: reported as skipped, with the reason
+            raise RuntimeUnavailable(f"openvino cannot compile {artifact}: {str(e).strip().splitlines()[-1][:200]}") from None
         self.request = self.compiled.create_infer_request()
         self.device = "cpu"
         shape = model.inputs[0].get_partial_shape()

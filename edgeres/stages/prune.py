@@ -22,7 +22,7 @@ class PruneConfig:
     target_macs: float | None = None  # instead of ratio: keep this fraction of the original MACs
     importance: str = "l2"
     global_pruning: bool = False
-    round_to: int = 8  # channel counts rounded to a multiple of 8 (tensor cores)
+    round_to: int | None = None  # channel counts rounded to this multiple; None: the target's channel_multiple (else 8)
     iterative_steps: int = 1
     keep_stem: bool = True
     sparsity: str | None = None  # None or "2:4"
@@ -100,7 +100,7 @@ def _make_pruner(model, cfg: PruneConfig, ratio: float, size: int):
     ignored = kept_layers(model, cfg.keep_stem, size)
     return tp.pruner.MetaPruner(
         model, torch.randn(1, 3, size, size), importance=_importance(cfg.importance), global_pruning=cfg.global_pruning,
-        pruning_ratio=ratio, iterative_steps=cfg.iterative_steps, ignored_layers=ignored, round_to=cfg.round_to,
+        pruning_ratio=ratio, iterative_steps=cfg.iterative_steps, ignored_layers=ignored, round_to=cfg.round_to or 8,
         # an explicit forward: Torch-Pruning's default tries model(*inputs) under a bare `except:`, which would
         # swallow a Ctrl-C that lands there
         forward_fn=lambda m, x: m(x),
@@ -359,6 +359,10 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
     from edgeres.stages.train import TrainConfig, fit
 
     cfg.validate()
+    if cfg.round_to is None and target is not None:  # the channel counts the target's fastest kernels want
+        from dataclasses import replace
+
+        cfg = replace(cfg, round_to=target.channel_multiple)
     if cfg.sparsity == "2:4" and target is not None and not target.sparsity_2_4:
         raise EdgeresError(f"target {target.name} has no 2:4 sparse tensor cores; use an Orin/Thor target or drop --sparsity")
     model = loaded.model

@@ -297,6 +297,11 @@ def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: Qu
         nlog.removeHandler(capture)
     signed = force_signed_int8(qmodel) if target.quant_format == "trt-qdq" else 0
     adds = apply_trt_add_rule(qmodel) if target.quant_format == "trt-qdq" and cfg.trt_add_rule else []
+    x86_rules = {}
+    if target.quant_format == "ort-u8s8":  # exact rewrites: uint8 activations, quantized MaxPool output, no Relu before Q
+        from edgeres.stages.x86_int8 import apply_x86_rules
+
+        x86_rules = apply_x86_rules(qmodel)
     del qmodel.metadata_props[:]
     qmodel.metadata_props.extend(model.metadata_props)
     from edgeres.stages.export import set_metadata
@@ -310,7 +315,7 @@ def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: Qu
     with atomic_path(out_path) as tmp:
         onnx.save(qmodel, str(tmp))
     return {"format": target.quant_format, "summary": summary, "adds_rewritten": len(adds), "signed_rewrites": signed,
-            "accuracy_control": ac,
+            "accuracy_control": ac, "x86_rules": x86_rules,
             "nncf_log": capture.lines[-40:]}
 
 

@@ -131,7 +131,8 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     world, rank, _ = _dist_env()
     distributed = world > 1
     device = pick_device()
-    if distributed and not dist.is_initialized():
+    owns_group = distributed and not dist.is_initialized()  # a caller's group (edgeres.ddp) stays up after fit
+    if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
     torch.manual_seed(cfg.seed)
@@ -240,7 +241,8 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     seconds = time.time() - t_start
     if distributed:
         dist.barrier()
-        dist.destroy_process_group()
+        if owns_group:
+            dist.destroy_process_group()
     model.cpu().eval()
     return {"best_top1": best, "last_top1": history[-1]["val_top1"] if history else None,
             "epochs": cfg.epochs, "seconds": seconds, "images_per_s": seen / seconds if seconds > 0 else None,

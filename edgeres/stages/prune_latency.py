@@ -1,0 +1,338 @@
+"""Prune to a measured latency: ``--target-latency-ms T`` / ``--target-speedup S``.
+
+Half the MACs is rarely half the time. This module searches the channel ratio by *measuring* each candidate the way
+the target runs it on this host: pruned (Torch-Pruning, the same pruner as ``--ratio``), exported to ONNX, quantized
+to the target's INT8 flavour where the target runs INT8 (``x86-cpu``: uint8 activations / int8 weights), at the
+target's batch and the model's input size, in the target's runtime (ONNX Runtime or OpenVINO for ``x86-cpu``, the
+faster of the two on this host). ``S`` is the pruned model's speed-up over the *unpruned* model in that same runtime
+and precision: pruning's own share, not INT8's.
+
+Stopping rules are those of ``--target-macs`` (:func:`edgeres.stages.prune.ratio_for_macs`): a bisection of the
+ratio over [0, 0.95] for at most 8 steps, keeping the smallest ratio that met the target; it also stops early once a
+candidate meets the target within ``tolerance`` (3%). Each candidate is timed *interleaved* with the unpruned model
+(repeated rounds, the median of each round, the median of the per-round ratios), so a busy machine slows both sides
+alike and the ratio stays meaningful.
+
+Targets this host cannot run (TensorRT: the Jetsons, ``cuda-gpu``) fall back to MACs: ``--target-speedup S`` becomes
+``--target-macs 1/S`` (latency taken as proportional to MACs), and the report names that fallback.
+
+The search logic takes the measurement as a function (:func:`search_ratio`), so it is tested deterministically;
+wall-clock figures live in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from edgeres.errors import EdgeresError
+
+
+class HostCannotRun(Exception):
+    """The target's runtime is not on this host; ``str(e)`` says why."""
+
+
+@dataclass
+class LatencyTarget:
+    latency_ms: float | None = None  # --target-latency-ms: the pruned model's median latency at most this
+    speedup: float | None = None  # --target-speedup: unpruned latency / pruned latency at least this
+    steps: int = 8  # bisection steps (as --target-macs)
+    tolerance: float = 0.03  # stop early when a candidate meets the target within this fraction
+    max_ratio: float = 0.95
+    rounds: int = 7  # interleaved timing rounds per candidate
+    runs_per_round: int = 8
+    warmup: int = 3
+    runtime: str | None = None  # None: the target's runtime, the faster of ORT/OpenVINO for x86-cpu
+    calib_images: int = 8  # calibration images for the candidates' INT8 files (latency does not depend on them)
+
+    def validate(self) -> None:
+        if (self.latency_ms is None) == (self.speedup is None):
+            raise EdgeresError("give one of --target-latency-ms or --target-speedup")
+        if self.latency_ms is not None and not self.latency_ms > 0:
+            raise EdgeresError(f"--target-latency-ms {self.latency_ms} must be a positive number of milliseconds")
+        if self.speedup is not None and not self.speedup > 1.0:
+            raise EdgeresError(f"--target-speedup {self.speedup} must be above 1 (the pruned model's speed-up over the "
+                               "unpruned one), e.g. 2")
+        if self.steps < 1 or self.rounds < 1 or self.runs_per_round < 1:
+            raise EdgeresError("latency search needs at least one step, one round and one run per round")
+
+    def describe(self) -> str:
+        return (f"--target-speedup {self.speedup:g}" if self.speedup is not None
+                else f"--target-latency-ms {self.latency_ms:g}")
+
+
+# ------------------------------------------------------------------------------------------------ timing
+def interleaved_medians(fns: dict, rounds: int, runs: int, warmup: int = 3,
+                        clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Time every function of ``fns`` ({name: fn}) in ``rounds`` interleaved rounds of ``runs`` calls each.
+
+    The order rotates every round (no function always runs first). Returns {name: [median ms of each round]}.
+    """
+    names = list(fns)
+    if not names:
+        return {}
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    out: dict = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn, times = fns[name], []
+            for _ in range(runs):
+                t0 = clock()
+                fn()
+                times.append((clock() - t0) * 1000.0)
+            out[name].append(statistics.median(times))
+    return out
+
+
+def ratio_stats(per_round: dict, ref: str, name: str) -> dict:
+    """Speed-up of ``name`` over ``ref`` from interleaved rounds: the median of per-round ratios and the best round."""
+    ratios = [b / p for b, p in zip(per_round[ref], per_round[name]) if p > 0]
+    return {"speedup": statistics.median(ratios), "speedup_best_round": max(ratios),
+            "latency_ms": statistics.median(per_round[name]), "latency_best_ms": min(per_round[name]),
+            "base_ms": statistics.median(per_round[ref])}
+
+
+# ------------------------------------------------------------------------------------------------ the search
+def _speedup(m: dict) -> float:
+    return m["speedup"] if m.get("speedup") is not None else m["base_ms"] / m["latency_ms"]
+
+
+def search_ratio(measure: Callable[[float], dict], goal: LatencyTarget, log: Callable[[str], None] | None = None) -> dict:
+    """Bisect the channel ratio until the measured latency meets ``goal``.
+
+    ``measure(ratio)`` returns {"latency_ms", "base_ms"[, "speedup"]} of the model pruned at ``ratio`` (``base_ms``:
+    the unpruned model, timed alongside). Returns {"target", "ratio", "reached", "measured_speedup", "latency_ms",
+    "base_ms", "trials", "stop"}; when no candidate met the target, "ratio" is the largest one tried and "reached" is
+    False.
+    """
+    goal.validate()
+
+    def meets(m: dict) -> bool:
+        return _speedup(m) >= goal.speedup if goal.speedup is not None else m["latency_ms"] <= goal.latency_ms
+
+    def close(m: dict) -> bool:  # met, and not by much more than asked
+        if goal.speedup is not None:
+            return _speedup(m) <= goal.speedup * (1 + goal.tolerance)
+        return m["latency_ms"] >= goal.latency_ms * (1 - goal.tolerance)
+
+    lo, hi = 0.0, goal.max_ratio
+    trials, best, stop = [], None, f"{goal.steps} bisection steps"
+    for step in range(goal.steps):
+        mid = round((lo + hi) / 2, 6)
+        m = measure(mid)
+        t = {"ratio": mid, "latency_ms": m["latency_ms"], "base_ms": m["base_ms"], "speedup": _speedup(m),
+             "met": meets(m), **{k: v for k, v in m.items() if k not in ("latency_ms", "base_ms", "speedup")}}
+        trials.append(t)
+        if log:
+            log(f"latency search {step + 1}/{goal.steps}: ratio {mid:.3f}: {t['latency_ms']:.2f} ms, "
+                f"{t['speedup']:.2f}x the unpruned {t['base_ms']:.2f} ms ({'meets' if t['met'] else 'misses'} "
+                f"{goal.describe()})")
+        if t["met"]:
+            hi, best = mid, t
+            if close(m):
+                stop = f"met within {goal.tolerance:.0%} of the target"
+                break
+        else:
+            lo = mid
+    chosen = best or max(trials, key=lambda t: t["ratio"])
+    if best is None:
+        stop = f"not reached: {goal.describe()} not met up to ratio {chosen['ratio']:.3f}"
+    return {"target": goal.describe(), "ratio": chosen["ratio"], "reached": best is not None,
+            "measured_speedup": chosen["speedup"], "latency_ms": chosen["latency_ms"], "base_ms": chosen["base_ms"],
+            "trials": trials, "stop": stop}
+
+
+# ------------------------------------------------------------------------------------------------ this host
+def host_runtimes(target) -> list:
+    """The runtimes that run ``target``'s artifact on this host, preferred first; raises HostCannotRun."""
+    if target.runtime == "tensorrt":
+        raise HostCannotRun(f"target {target.name} runs TensorRT on its device; this host does not time TensorRT "
+                            "engines for the search")
+    if target.runtime in ("onnxruntime", "openvino"):
+        return ["onnxruntime", "openvino"] if target.runtime == "onnxruntime" else ["openvino", "onnxruntime"]
+    raise HostCannotRun(f"target {target.name}: unknown runtime {target.runtime!r}")
+
+
+def _artifact_builder(target, pre, classes, calib, workdir):
+    """ONNX file of a model as the target runs it: FP32 export, plus the target's INT8 flavour where it runs INT8."""
+    from pathlib import Path
+
+    from edgeres.models import ModelMeta
+    from edgeres.stages.export import ExportConfig, export_onnx
+    from edgeres.stages.quantize import QuantizeConfig, quantize_onnx
+
+    meta = ModelMeta(classes=list(classes))
+    # minmax ranges without bias correction: the graph (and so the speed) is that of the real INT8 file, faster to make
+    qc = QuantizeConfig(method="minmax", subset_size=len(calib), bias_correction=False)
+
+    def build(model, name: str) -> Path:
+        fp32 = Path(workdir) / f"{name}.onnx"
+        export_onnx(model, fp32, pre, meta, ExportConfig())
+        if not target.int8:
+            return fp32
+        q = Path(workdir) / f"{name}_int8.onnx"
+        quantize_onnx(fp32, q, target, calib, qc)
+        return q
+
+    return build
+
+
+def _load(runtime: str, path, threads, why: dict | None = None):
+    """The runtime loaded with ``path``, or None (the reason in ``why[runtime]``) when it cannot run it here."""
+    from edgeres.runtimes import load_runtime
+
+    try:
+        return load_runtime(runtime, path, threads=threads)
+    except Exception as e:  # noqa: BLE001 - RuntimeUnavailable, or a runtime that rejects this graph
+        if why is not None:
+            why[runtime] = str(e).strip().splitlines()[-1][:200] if str(e).strip() else e.__class__.__name__
+        return None
+
+
+def host_measure(model, target, pre, goal: LatencyTarget, prune_cfg=None, batch: int | None = None, calib=None,
+                 classes=None, threads: int | None = None, workdir=None, log: Callable[[str], None] | None = None):
+    """The measurement for :func:`search_ratio` on this host, and what it measures.
+
+    Returns (measure, info): info = {"runtime", "precision", "batch", "input_size", "runtimes_seen": {name: base ms}}.
+    Raises HostCannotRun for targets whose runtime is not here (TensorRT).
+    """
+    import tempfile
+
+    import numpy as np
+
+    from edgeres.stages.prune import PruneConfig, channel_prune
+
+    candidates = host_runtimes(target) if goal.runtime is None else [goal.runtime]
+    batch = batch or target.batch
+    size = pre.size
+    if calib is None:
+        calib = np.random.default_rng(0).standard_normal((goal.calib_images, 3, size, size)).astype(np.float32)
+    calib = calib[: goal.calib_images]
+    classes = classes or [str(i) for i in range(model.fc.out_features)]
+    workdir = workdir or tempfile.mkdtemp(prefix="edgeres-latency-")
+    build = _artifact_builder(target, pre, classes, calib, workdir)
+    pcfg = replace(prune_cfg or PruneConfig(), ratio=0.5, target_macs=None, iterative_steps=1, sparsity=None)
+    if pcfg.importance == "taylor":  # the structure search uses a magnitude proxy, as --target-macs does
+        pcfg = replace(pcfg, importance="l2")
+    if pcfg.round_to is None:
+        pcfg = replace(pcfg, round_to=target.channel_multiple)
+    x = np.random.default_rng(1).standard_normal((batch, 3, size, size)).astype(np.float32)
+    base_path = build(copy.deepcopy(model).eval(), "unpruned")
+    why: dict = {}
+    loaded = {name: rt for name in candidates if (rt := _load(name, base_path, threads, why)) is not None}
+    if not loaded:
+        raise HostCannotRun(f"none of {', '.join(candidates)} can run it here ({why})")
+    seen = {}
+    if len(loaded) > 1:  # the faster runtime for this artifact on this host
+        per = interleaved_medians({n: (lambda rt=rt: rt.run(x)) for n, rt in loaded.items()}, max(3, goal.rounds // 2),
+                                  goal.runs_per_round, goal.warmup)
+        seen = {n: statistics.median(v) for n, v in per.items()}
+        runtime = min(seen, key=seen.get)
+    else:
+        runtime = next(iter(loaded))
+    base_rt = loaded[runtime]
+    precision = "int8" if target.int8 else "fp32"
+    if log:
+        log(f"latency search on {runtime} ({precision}, batch {batch}, {size} px)"
+            + (f"; unpruned: {', '.join(f'{n} {v:.2f} ms' for n, v in seen.items())}" if seen else ""))
+
+    def measure(ratio: float) -> dict:
+        trial = copy.deepcopy(model).eval()
+        info = channel_prune(trial, replace(pcfg, ratio=ratio), size)
+        path = build(trial, f"r{ratio:.4f}")
+        rt = _load(runtime, path, threads, why)
+        if rt is None:
+            raise EdgeresError(f"{runtime} cannot run the pruned candidate at ratio {ratio:.3f}: {why.get(runtime)}")
+        per = interleaved_medians({"base": lambda: base_rt.run(x), "pruned": lambda: rt.run(x)}, goal.rounds,
+                                  goal.runs_per_round, goal.warmup)
+        s = ratio_stats(per, "base", "pruned")
+        s["macs_fraction"] = info["macs_after"] / max(1, info["macs_before"])
+        return s
+
+    return measure, {"runtime": runtime, "precision": precision, "batch": batch, "input_size": size,
+                     "runtimes_seen": seen, "runtimes_unavailable": why}
+
+
+def find_ratio(model, target, pre, goal: LatencyTarget, prune_cfg=None, calib=None, classes=None,
+               threads: int | None = None, log: Callable[[str], None] | None = None, measure=None) -> dict:
+    """The ratio for ``goal`` on ``target``: measured on this host, or the MACs fallback where it cannot run the target.
+
+    Returns search_ratio's dict plus "method" ("measured" or "macs-fallback"), "runtime", "precision", "batch",
+    "input_size", "fallback" (the sentence the report prints, or "").
+    """
+    import shutil
+    import tempfile
+
+    goal.validate()
+    if measure is not None:  # injected (tests, or a caller that measures elsewhere)
+        res = search_ratio(measure, goal, log)
+        return {**res, "method": "measured", "fallback": ""}
+    workdir = tempfile.mkdtemp(prefix="edgeres-latency-")
+    try:
+        try:
+            fn, info = host_measure(model, target, pre, goal, prune_cfg, calib=calib, classes=classes,
+                                    threads=threads, workdir=workdir, log=log)
+        except HostCannotRun as e:
+            return macs_fallback(model, target, pre, goal, prune_cfg, str(e), log)
+        res = search_ratio(fn, goal, log)
+        return {**res, **info, "method": "measured", "fallback": ""}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def macs_fallback(model, target, pre, goal: LatencyTarget, prune_cfg, reason: str, log=None) -> dict:
+    """``--target-speedup S`` as ``--target-macs 1/S`` where the target's runtime cannot be timed here."""
+    from edgeres.stages.prune import PruneConfig, ratio_for_macs
+
+    if goal.speedup is None:
+        raise EdgeresError(f"--target-latency-ms needs the target's runtime on this host ({reason}); for this target "
+                           "use --target-speedup S (searched by MACs here) or --target-macs F")
+    pcfg = replace(prune_cfg or PruneConfig(), ratio=None, target_macs=1.0 / goal.speedup, iterative_steps=1)
+    if pcfg.round_to is None:
+        pcfg = replace(pcfg, round_to=target.channel_multiple)
+    ratio = ratio_for_macs(copy.deepcopy(model).eval(), pcfg, pre.size, pcfg.target_macs)
+    fallback = (f"{reason}: fell back to MACs ({goal.describe()} searched as --target-macs {1.0 / goal.speedup:.3f}, "
+                "latency taken as proportional to MACs; measure the engine on the device)")
+    if log:
+        log(fallback)
+    return {"target": goal.describe(), "ratio": ratio, "reached": None, "measured_speedup": None, "latency_ms": None,
+            "base_ms": None, "trials": [], "stop": "MACs bisection (8 steps)", "method": "macs-fallback",
+            "fallback": fallback, "runtime": None, "precision": None, "batch": target.batch, "input_size": pre.size}
+
+
+def summary(res: dict) -> str:
+    """One line for the report: the target, the ratio found and the measured speed-up (or the fallback)."""
+    if res.get("method") == "macs-fallback":
+        return f"{res['target']}: ratio {res['ratio']:.3f} by MACs ({res['fallback']})"
+    where = f"{res.get('runtime') or 'injected'} {res.get('precision') or ''}, batch {res.get('batch', '?')}".strip()
+    state = "" if res["reached"] else f" (NOT reached: {res['stop']})"
+    return (f"{res['target']}: ratio {res['ratio']:.3f}, measured {res['measured_speedup']:.2f}x "
+            f"({res['latency_ms']:.2f} ms vs {res['base_ms']:.2f} ms unpruned, {where}, "
+            f"{len(res['trials'])} candidates){state}")
+
+
+def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, target=None,
+                      trust_model: bool = False, pre_overrides: dict | None = None, progress: bool = True,
+                      measure=None) -> dict:
+    """`edgeres prune --target-latency-ms/--target-speedup`: find the ratio, then prune + fine-tune at it."""
+    from edgeres.models import load_model
+    from edgeres.stages import resolve_model_preprocess
+    from edgeres.stages.prune import check_prunable, run_prune
+
+    if target is None:
+        raise EdgeresError("--target-latency-ms/--target-speedup need --target (the runtime the latency is measured in)")
+    loaded = load_model(model_path, trust_model=trust_model)
+    check_prunable(loaded.model)
+    pre = resolve_model_preprocess(loaded.meta.preprocess, pre_overrides)
+    found = find_ratio(loaded.model, target, pre, goal, cfg, classes=loaded.meta.classes or None,
+                       log=print if progress else None, measure=measure)
+    cfg = replace(cfg, ratio=found["ratio"], target_macs=None)
+    info = run_prune(model_path, out, cfg, ft, data=data, target=target, trust_model=trust_model,
+                     pre_overrides=pre_overrides, progress=progress)
+    info["latency_search"] = found
+    return info

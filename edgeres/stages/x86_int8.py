@@ -1,0 +1,161 @@
+"""Graph rules for the ``x86-cpu`` INT8 file (``ort-u8s8``), applied after NNCF: exact rewrites (the outputs do not
+change by a bit) that let ONNX Runtime and OpenVINO run more of the network in INT8.
+
+* ``requantize_maxpool``: NNCF quantizes a MaxPool's input but not its output, so the layers after the stem's MaxPool
+  (ResNet's ``layer1.0.conv1``, its downsample and the first residual Add) took float input and ran in FP32 in ONNX
+  Runtime; OpenVINO's CPU plugin refused to compile that graph at all ("No suitable implementations"). The max of
+  values on a quantization grid is on that grid, so a Q/DQ pair with the *input's* scale and zero-point after the
+  MaxPool changes no value and gives the consumers INT8 input — the placement ONNX Runtime's own ``quantize_static``
+  uses (MaxPool's input and output share their quantization parameters).
+* ``fold_relu_into_quantize``: a Relu between an op and a uint8 quantizer with zero-point 0 is a no-op (the
+  quantizer clamps negatives to 0), and it split the residual ``Add -> Q`` pattern; OpenVINO's CPU plugin could not
+  compile NNCF's ``Add -> Relu -> Q`` residual blocks either.
+"""
+
+from __future__ import annotations
+
+
+def _producers(model) -> dict:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _consumers(model) -> dict:
+    out: dict = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def requantize_maxpool(model) -> int:
+    """After every MaxPool fed by a DequantizeLinear and not followed by one, add Q/DQ with the input's parameters.
+
+    Returns the number of MaxPools given a quantized output.
+    """
+    from onnx import helper
+
+    producer, consumers = _producers(model), _consumers(model)
+    graph_outputs = {o.name for o in model.graph.output}
+    changed = 0
+    new_nodes = []
+    for n in model.graph.node:
+        new_nodes.append(n)
+        if n.op_type != "MaxPool" or len(n.output) != 1:
+            continue
+        dq = producer.get(n.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+            continue
+        out = n.output[0]
+        users = consumers.get(out, [])
+        if not users or out in graph_outputs or any(u.op_type == "QuantizeLinear" for u in users):
+            continue
+        scale, zp = dq.input[1], dq.input[2]
+        q_out, dq_out = f"{out}_q8", f"{out}_dq8"
+        new_nodes.append(helper.make_node("QuantizeLinear", [out, scale, zp], [q_out], name=f"{n.name or out}_requant_q"))
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale, zp], [dq_out], name=f"{n.name or out}_requant_dq"))
+        for u in users:
+            for i, name in enumerate(u.input):
+                if name == out:
+                    u.input[i] = dq_out
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+    return changed
+
+
+def fold_relu_into_quantize(model) -> int:
+    """Drop every Relu whose output feeds only uint8 QuantizeLinear nodes with zero-point 0.
+
+    Such a quantizer already maps every negative value to 0 (uint8 saturation at the zero-point), so
+    Q(Relu(x)) == Q(x) exactly; without the Relu between them, an Add and its quantizer form the QLinearAdd-style
+    pattern both runtimes fuse (ONNX Runtime's ``quantize_static`` quantizes the Add's output the same way).
+    Returns the number of Relus removed.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers = _consumers(model)
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def zero_uint8(q) -> bool:
+        if len(q.input) < 3 or q.input[2] not in inits or inits[q.input[2]].data_type != TensorProto.UINT8:
+            return False
+        return bool(np.all(numpy_helper.to_array(inits[q.input[2]]) == 0))
+
+    drop = []
+    for n in model.graph.node:
+        if n.op_type != "Relu" or n.output[0] in graph_outputs:
+            continue
+        users = consumers.get(n.output[0], [])
+        if not users or not all(u.op_type == "QuantizeLinear" and u.input[0] == n.output[0] and zero_uint8(u) for u in users):
+            continue
+        for u in users:
+            u.input[0] = n.input[0]
+        drop.append(id(n))
+    if drop:
+        keep = [n for n in model.graph.node if id(n) not in set(drop)]
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return len(drop)
+
+
+def activations_to_uint8(model) -> int:
+    """Rewrite int8 activation Q/DQ pairs (not weights: those are initializers) to uint8 with zero-point + 128.
+
+    q_u8 = q_s8 + 128 for every value, so the dequantized tensor is identical; ONNX Runtime's x86 fast path is
+    uint8 activations with int8 weights (VNNI), and NNCF's MIXED preset gives the signed network input int8.
+    Returns the number of Q/DQ nodes rewritten.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    quantized_by_q = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    done: dict = {}
+    changed = 0
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        if n.op_type == "DequantizeLinear" and n.input[0] not in quantized_by_q:
+            continue  # a weight's DQ (int8 initializer): keep signed
+        zp = inits[n.input[2]]
+        if zp.data_type != TensorProto.INT8:
+            continue
+        if n.input[2] not in done:
+            z = numpy_helper.to_array(zp).astype(np.int16) + 128
+            name = f"{n.input[2]}_u8"
+            model.graph.initializer.append(numpy_helper.from_array(z.astype(np.uint8), name))
+            done[n.input[2]] = name
+        n.input[2] = done[n.input[2]]
+        changed += 1
+    retyped = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in done.values()}
+    for vi in model.graph.value_info:
+        if vi.name in retyped:
+            vi.type.tensor_type.elem_type = TensorProto.UINT8
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return changed
+
+
+def apply_x86_rules(model) -> dict:
+    """Every x86 rule, in order; returns {rule: count}."""
+    return {"maxpool_requantized": requantize_maxpool(model), "relu_folded": fold_relu_into_quantize(model),
+            "activations_to_uint8": activations_to_uint8(model)}
+
+
+def faster_runtime(rows: list, stage: str = "quantize") -> tuple:
+    """(runtime, {runtime: p50 ms}) of the faster of ONNX Runtime and OpenVINO on ``stage``'s artifact, at the smallest
+    batch measured for both; (None, {}) when neither was measured ok."""
+    ok = [r for r in rows if r.get("stage") == stage and r.get("status") == "ok" and r.get("latency_p50_ms")
+          and r.get("runtime") in ("onnxruntime", "openvino")]
+    if not ok:
+        return None, {}
+    batches = [b for b in sorted({r.get("batch_size") or 1 for r in ok})
+               if {r["runtime"] for r in ok if (r.get("batch_size") or 1) == b} == {r["runtime"] for r in ok}]
+    b = batches[0] if batches else min(r.get("batch_size") or 1 for r in ok)
+    p50 = {r["runtime"]: r["latency_p50_ms"] for r in ok if (r.get("batch_size") or 1) == b}
+    return min(p50, key=p50.get), p50
