@@ -24,6 +24,7 @@ CONFIG_RULES = {
     "latency_min_time": ("float", False, 0.0, None, True), "measure_memory": ("bool", False, None, None, False),
     "threads": ("int", True, 1, None, False), "dla_core": ("int", True, 0, None, False),
     "seed": ("int", False, 0, None, False),
+    "target_latency_ms": ("float", True, 0.0, None, True), "target_speedup": ("float", True, 1.0, None, True),
 }
 
 

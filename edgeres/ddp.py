@@ -97,7 +97,7 @@ def follow(pipeline) -> None:
             loaded.meta.classes = list(ctx.splits.classes)
         with tempfile.TemporaryDirectory(prefix=f"edgeres-rank{rank()}-") as d:
             prune_and_finetune(loaded, ctx.splits, ctx.pre, job["prune"], job["finetune"], Path(d) / "model.pt",
-                               target=ctx.target, progress=False)
+                               target=ctx.target, progress=False, trust_model=pipeline.cfg.trust_model)
         return None
     finally:
         finish()
