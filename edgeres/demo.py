@@ -18,8 +18,8 @@ from edgeres.errors import EdgeresError
 _log = logging.getLogger(__name__)
 
 # the demo's recipe, in one place (the CLI's defaults read it)
-DEMO = {"epochs": 6, "image_size": 48, "train_per_class": 200, "val_per_class": 100, "batch_size": 16, "lr": 2e-3,
-        "min_scale": 0.6}
+DEMO = {"epochs": 10, "image_size": 48, "train_per_class": 200, "val_per_class": 100, "batch_size": 16, "lr": 2e-3,
+        "min_scale": 0.7}
 
 
 def run_demo(out="runs/demo", epochs: int = DEMO["epochs"], image_size: int = DEMO["image_size"],

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from PIL import Image
 
-from edgeres.report import (TABLE, markdown_table, new_row, plot, table_cells, table_footnote, verdict_lines,
-                            write_report)
+from edgeres.report import (
+    TABLE,
+    markdown_table,
+    new_row,
+    plot,
+    table_cells,
+    table_footnote,
+    verdict_lines,
+    write_report,
+)
 from edgeres.targets import get_target
 
 JETSON = get_target("jetson").to_dict()
