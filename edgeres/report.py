@@ -183,8 +183,9 @@ def plot(rows: list, path, recommendation: dict | None = None, target: dict | No
             proxies.append(r)
         else:
             ax.scatter(r["latency_p50_ms"], r["top1"], color=c, **kw)
+        near = sum(1 for q in ok[: ok.index(r)] if abs(q["top1"] - r["top1"]) < 0.02 * max(1.0, abs(r["top1"])))
         ax.annotate(f"{r['stage']} {r['precision'] or ''}" + (" (proxy)" if proxy else ""),
-                    (r["latency_p50_ms"], r["top1"]), fontsize=8, xytext=(5, 5), textcoords="offset points")
+                    (r["latency_p50_ms"], r["top1"]), fontsize=8, xytext=(5, 5 - 11 * near), textcoords="offset points")
         if rec.get("artifact") and r["stage"] == rec.get("stage") and rt == rec.get("runtime") \
                 and r["precision"] == rec.get("precision"):
             ax.scatter(r["latency_p50_ms"], r["top1"], s=420, facecolors="none", edgecolors="crimson", linewidths=2.2,
@@ -195,14 +196,20 @@ def plot(rows: list, path, recommendation: dict | None = None, target: dict | No
         lo, hi = min(r["top1"] for r in ok), max(r["top1"] for r in ok)
         span = max(hi - lo, 2.0)
         ax.set_ylim(lo - (0.55 if proxies else 0.15) * span, hi + 0.15 * span)
-        ax.set_xlim(0, max(r["latency_p50_ms"] for r in ok) * 1.12)
+        xs = [r["latency_p50_ms"] for r in ok if r["latency_p50_ms"] > 0]
+        if xs and max(xs) / min(xs) > 8:  # runtimes an order of magnitude apart: a log axis keeps each readable
+            ax.set_xscale("log")
+            ax.set_xlim(min(xs) / 1.5, max(xs) * 1.8)
+        else:
+            ax.set_xlim(0, max(r["latency_p50_ms"] for r in ok) * 1.12)
     if proxies:
         ax.text(0.01, 0.03, "hollow markers: CPU latency of the TensorRT-form INT8 ONNX (ONNX Runtime on this host) -\n"
                 "a proxy only, not the Jetson engine's latency; measure it on the device (edgeres_deploy bench)",
                 transform=ax.transAxes, fontsize=8.5, color="darkred", va="bottom",
                 bbox={"boxstyle": "round", "fc": "mistyrose", "ec": "darkred", "alpha": 0.9})
     bs = ok[0]["batch_size"] if ok else "?"
-    ax.set_xlabel(f"latency p50 on this host (ms, batch {bs}); lower is better")
+    ax.set_xlabel(f"latency p50 on this host (ms, batch {bs}{', log scale' if ax.get_xscale() == 'log' else ''}); "
+                  "lower is better")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("accuracy vs latency per runtime")
     ax.grid(alpha=0.3)
@@ -293,17 +300,22 @@ def verdict_lines(rows: list, rec: dict, target: dict | None = None, run_dir: st
                   else "No baseline accuracy was measured.")
     else:
         form = "TensorRT engine built from it on the device" if on_trt and rec["runtime"] != "tensorrt" else rec["runtime"]
-        first = (f"**Recommended:** deploy `{rec['stage']}/{rec['artifact']}` ({rec['precision'].upper() if rec.get('precision') else ''}, "
-                 f"{form}) to {t.get('name', 'the target')}; bundle: `bundle/bundle.tar.gz`.")
+        first = (f"**Recommended:** deploy `{rec['stage']}/{rec['artifact']}` ({(rec.get('precision') or '').upper()}, "
+                 f"{form}) to {t.get('name', 'the target')}"
+                 + ("; bundle: `bundle/bundle.tar.gz`." if rec["stage"] in ("quantize", "engine") else "."))
         rec_row = next((r for r in rows if r["stage"] == rec["stage"] and r["runtime"] == rec["runtime"]
                         and r["precision"] == rec["precision"] and r["status"] == "ok"), {})
-        parts = []
-        if rec.get("size_reduction"):
+        parts = []  # only gains worth saying (a ratio of 1.0x is no news)
+        if (rec.get("size_reduction") or 0) > 1.05:
             parts.append(f"{rec['size_reduction']:.1f}x smaller")
-        if rec.get("macs_reduction"):
+        if (rec.get("macs_reduction") or 0) > 1.05:
             parts.append(f"{rec['macs_reduction']:.1f}x fewer MACs")
-        if rec.get("speedup"):
+        if (rec.get("speedup") or 0) > 1.05:
             parts.append(f"{rec['speedup']:.2f}x faster than {rec['speedup_reference']} on this host")
+        elif rec.get("speedup"):
+            parts.append(f"no faster than {rec['speedup_reference']} on this host ({rec['speedup']:.2f}x)")
+        if rec["stage"] == "baseline":
+            parts.insert(0, "no optimized artifact stayed within the accuracy budget")
         mem = _ratio((base or {}).get("peak_rss_mb"), rec_row.get("peak_rss_mb"))
         if mem and mem > 1.05:
             parts.append(f"{mem:.1f}x less peak memory")
