@@ -312,7 +312,7 @@ def verdict_lines(rows: list, rec: dict, target: dict | None = None, run_dir: st
             parts.append(f"{rec['macs_reduction']:.1f}x fewer MACs")
         if (rec.get("speedup") or 0) > 1.05:
             parts.append(f"{rec['speedup']:.2f}x faster than {rec['speedup_reference']} on this host")
-        elif rec.get("speedup"):
+        elif rec.get("speedup") and rec["stage"] != "baseline":
             parts.append(f"no faster than {rec['speedup_reference']} on this host ({rec['speedup']:.2f}x)")
         if rec["stage"] == "baseline":
             parts.insert(0, "no optimized artifact stayed within the accuracy budget")
