@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import json
 import os
 import platform
@@ -252,7 +253,7 @@ def table_cells(r: dict, target: dict | None = None) -> list:
     out = []
     for col, _ in TABLE:
         v = r.get(col)
-        if v is None or (isinstance(v, float) and v != v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
             out.append("")
         elif col == "macs":
             out.append(f"{v / 1e9:.3f}")
@@ -354,8 +355,8 @@ def write_report(out_dir, rows: list, host: dict, summary_lines: list | None = N
         summary_lines = (summary_lines or []) + [f"(plot not written: {e})"]
     md = ["# edgeres report", ""] + (summary_lines or []) + ["", "![report](report.png)", "",
           markdown_table(rows, target), "",
-          f"Host: {host.get('cpu')} ({host.get('physical_cores')} cores), GPU: {host.get('gpu') or 'none'}, "
-          f"threads {host.get('threads')}.", ""]
+          (f"Host: {host.get('cpu')} ({host.get('physical_cores')} cores), GPU: {host.get('gpu') or 'none'}, "
+           f"threads {host.get('threads')}."), ""]
     write_text_atomic(paths["summary"], "\n".join(md))
     return paths
 
