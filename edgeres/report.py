@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import json
+import math
 import os
 import platform
 from pathlib import Path
