@@ -57,13 +57,13 @@ def iter_batches(samples: list, pre, batch_size: int = 32, skip_corrupt: bool = 
 def run_logits(runtime, samples: list, pre, batch_size: int = 32, progress: str | None = None,
                skip_corrupt: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Logits of a runtime over samples (batched; a fixed-batch artifact gets its batch size)."""
-    from tqdm import tqdm
+    from edgeres.progress import bar
 
     bs = runtime.fixed_batch or batch_size
     outs, tgts = [], []
     n_batches = math.ceil(len(samples) / bs)
-    for x, y in tqdm(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
-                     disable=True if progress is None else None, leave=False, unit="batch"):
+    for x, y in bar(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
+                    enabled=progress is not None, unit="batch"):
         outs.append(run_padded(runtime.run, x, runtime.fixed_batch))
         tgts.append(y)
     return np.concatenate(outs), np.concatenate(tgts)

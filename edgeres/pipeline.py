@@ -8,6 +8,7 @@ interrupted stage (no ``stage.json``) is redone. ``--force STAGE`` redoes that s
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -18,6 +19,8 @@ import numpy as np
 from edgeres.errors import ConfigError, EdgeresError
 from edgeres.utils import (clean_stale_tmp, read_stage_record, remove_empty_dirs, save_npy_atomic, sha256_file,
                            sha256_json, write_json_atomic, write_text_atomic)
+
+_log = logging.getLogger(__name__)
 
 STAGES = ("baseline", "prune", "export", "quantize", "engine", "bundle")
 
@@ -408,7 +411,7 @@ def _trt_available() -> str:
 
 # ------------------------------------------------------------------------------------------------ the loop
 class Pipeline:
-    def __init__(self, cfg: OptimizeConfig, force: tuple = (), log=print, stages=STAGES):
+    def __init__(self, cfg: OptimizeConfig, force: tuple = (), log=None, stages=STAGES):
         cfg.validate()  # attributes may have been changed since construction
         if not cfg.model:
             raise EdgeresError("--model is required")
@@ -417,7 +420,7 @@ class Pipeline:
         for f in force:
             if f not in STAGES:
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGES)}")
-        self.cfg, self.force, self.log, self.stages = cfg, set(force), log, stages
+        self.cfg, self.force, self.log, self.stages = cfg, set(force), log or _log.info, stages
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
 
@@ -509,18 +512,19 @@ class Pipeline:
             forcing = forcing or name in self.force
             h = self._stage_hash(name, manifest, upstream)
             cached = None if forcing else self._cached(name, h)
+            step = f"[{i}/{len(self.stages)}] {name}"
             if cached is not None:
-                self.log(f"[{i}/{len(self.stages)}] {name}: unchanged, reused ({cached.status})")
+                self.log(f"{step}: unchanged, reused ({cached.status})")
                 res = cached
             else:
-                self.log(f"[{i}/{len(self.stages)}] {name} ...")
+                self.log(f"{step} ...")
                 ts = time.time()
                 res = STAGE_FUNCS[name](ctx)
                 timings[name] = time.time() - ts
                 res.info["seconds"] = round(timings[name], 1)
                 self._record(name, h, res)
-                self.log(f"[{i}/{len(self.stages)}] {name}: {res.status}" + (f" ({res.note})" if res.note else "")
-                         + f" in {timings[name]:.0f}s")
+                self.log(f"{step}: {res.status}" + (f" ({res.note})" if res.note else "")
+                         + f" in {timings[name]:.0f}s, {time.time() - t0:.0f}s so far")
             ctx.results[name] = res
             upstream = sha256_json([upstream, name, res.status, res.digests])
         rows = [r for name in self.stages for r in ctx.results[name].rows]
@@ -531,7 +535,8 @@ class Pipeline:
                                     "stages": {n: {"status": ctx.results[n].status, "note": ctx.results[n].note,
                                                    "artifacts": ctx.results[n].artifacts} for n in self.stages}})
         return {"run_dir": str(self.run_dir), "rows": rows, "recommendation": rec, "report": {k: str(v) for k, v in paths.items()},
-                "seconds": time.time() - t0, "ran": list(timings)}
+                "seconds": time.time() - t0, "ran": list(timings), "target": ctx.target.to_dict(),
+                "verdict": [x for x in summary[:5] if x]}
 
     def _digests(self, artifacts: dict) -> dict:
         """{path: sha256} of a stage's artifact files (a missing one is left out)."""
@@ -602,22 +607,15 @@ def recommend(rows: list, target, budget: float) -> dict:
 
 
 def summary_lines(rows: list, ctx: Context, rec: dict) -> list:
-    lines = [f"Target: **{ctx.target.name}** ({ctx.target.description}).",
-             f"Data: {ctx.splits.describe()}; input {ctx.pre.size} px.", ""]
-    if rec.get("artifact"):
-        parts = [f"**Recommended:** `{rec['stage']}/{rec['artifact']}` ({rec['runtime']}, {rec['precision']}), "
-                 f"top-1 {rec['top1']:.2f}% ({rec['top1_delta'] or 0:+.2f} points vs baseline, budget {rec['budget_points']})"]
-        if rec.get("speedup"):
-            parts.append(f"{rec['speedup']:.2f}x faster than {rec['speedup_reference']}")
-        if rec.get("size_reduction"):
-            parts.append(f"{rec['size_reduction']:.2f}x smaller")
-        if rec.get("macs_reduction"):
-            parts.append(f"{rec['macs_reduction']:.2f}x fewer MACs")
-        lines.append(", ".join(parts) + ".")
-        if rec.get("speedup_note"):
-            lines.append(f"Speed-up: {rec['speedup_note']}.")
-    else:
-        lines.append(f"No recommendation: {rec.get('reason')}.")
+    """summary.md's head: the three-line verdict (edgeres.report.verdict_lines), then the run's context."""
+    from edgeres.report import verdict_lines
+
+    lines = verdict_lines(rows, rec, ctx.target.to_dict(), str(ctx.run_dir))
+    lines = [lines[0], "", lines[1], "", lines[2], ""]
+    lines += [f"Target: **{ctx.target.name}** ({ctx.target.description}). Data: {ctx.splits.describe()}; "
+              f"input {ctx.pre.size} px."]
+    if rec.get("speedup_note"):
+        lines.append(f"Speed-up: {rec['speedup_note']}.")
     pr = ctx.results.get("prune")
     if pr is not None and pr.info.get("latency_search"):
         from edgeres.stages.prune_latency import summary
@@ -629,7 +627,7 @@ def summary_lines(rows: list, ctx: Context, rec: dict) -> list:
     return lines
 
 
-def optimize(cfg: OptimizeConfig, force: tuple = (), log=print) -> dict:
+def optimize(cfg: OptimizeConfig, force: tuple = (), log=None) -> dict:
     """The Python entry point of `edgeres optimize`."""
     p = Pipeline(cfg, force, log)
     created = not p.run_dir.exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -124,50 +125,217 @@ def host_info(threads: int | None = None) -> dict:
     }
 
 
-def plot(rows: list, path) -> None:
-    """Accuracy vs latency per stage (left) and artifact size (right)."""
+def _is_proxy(row: dict, target: dict | None) -> bool:
+    """A row whose latency stands in for another runtime's: a TensorRT-form (S8 Q/DQ) INT8 ONNX timed on this CPU."""
+    t = target or {}
+    return (t.get("runtime") == "tensorrt" and row.get("runtime") != "tensorrt" and row.get("precision") == "int8"
+            and not (row.get("note") or "").endswith("[measured on the device]"))
+
+
+def _label(r: dict) -> str:
+    return f"{r['stage']} {r['runtime'] or ''} {r['precision'] or ''}".strip()
+
+
+def _per_stage(rows: list, col: str, prefer=("onnxruntime", "tensorrt", "torch")) -> list:
+    """One (label, value) per stage for ``col``: the row of the deployable runtime when there is one."""
+    out = []
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        have = [r for r in rows if r["stage"] == stage and r["status"] == "ok" and r.get(col) is not None]
+        if have:
+            have.sort(key=lambda r: prefer.index(r["runtime"]) if r["runtime"] in prefer else len(prefer))
+            out.append((f"{stage}\n{have[0]['runtime']} {have[0]['precision'] or ''}".strip(), have[0][col]))
+    return out
+
+
+def plot(rows: list, path, recommendation: dict | None = None, target: dict | None = None) -> dict:
+    """Top: top-1 vs latency p50, one marker per runtime, the baseline as reference, the recommendation marked,
+    proxy latencies (TensorRT-form INT8 ONNX timed on this CPU) hollow and said so in the plot.
+    Bottom: MACs, artifact size and peak memory per stage.
+
+    Returns what was drawn: {"texts": [...], "panels": [titles], "bars": {title: [(label, value)]}}.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rec = recommendation or {}
     ok = [r for r in rows if r["status"] == "ok" and r.get("latency_p50_ms") is not None and r.get("top1") is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = plt.figure(figsize=(12, 8.2))
+    gs = fig.add_gridspec(2, 3, height_ratios=(1.35, 1), hspace=0.55, wspace=0.35)
+    ax = fig.add_subplot(gs[0, :])
+    markers = {"torch": "o", "onnxruntime": "s", "openvino": "D", "tensorrt": "*", "edgeres_deploy": "P"}
+    colours = dict(zip(markers, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+    seen, proxies = set(), []
+    base = next((r for r in ok if r["stage"] == "baseline" and r["runtime"] == "torch"), None)
+    if base is not None:
+        ax.axhline(base["top1"], color="grey", ls="--", lw=1)
+        ax.annotate(f"baseline top-1 {base['top1']:.1f}%", (0.005, base["top1"]), xycoords=("axes fraction", "data"),
+                    ha="left", va="top", fontsize=8, color="grey", xytext=(0, -3), textcoords="offset points")
     for r in ok:
-        ax1.scatter(r["latency_p50_ms"], r["top1"], s=40)
-        ax1.annotate(f"{r['stage']}\n{r['runtime']} {r['precision']}", (r["latency_p50_ms"], r["top1"]), fontsize=7,
-                     xytext=(4, 4), textcoords="offset points")
-    ax1.set_xlabel("latency p50 (ms, batch %s)" % (ok[0]["batch_size"] if ok else "?"))
-    ax1.set_ylabel("top-1 (%)")
-    ax1.set_title("accuracy vs latency")
-    ax1.grid(alpha=0.3)
-    sized = {}
-    for r in rows:
-        if r.get("model_size_mb") is not None and r["stage"] not in sized:
-            sized[r["stage"]] = r["model_size_mb"]
-    ax2.bar(list(sized), list(sized.values()), color="tab:blue")
-    ax2.set_ylabel("artifact size (MB)")
-    ax2.set_title("size per stage")
-    ax2.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
+        rt = r["runtime"] or "?"
+        proxy = _is_proxy(r, target)
+        kw = {"marker": markers.get(rt, "x"), "s": 90 if rt == "tensorrt" else 55, "zorder": 3,
+              "label": rt if rt not in seen else None}
+        seen.add(rt)
+        c = colours.get(rt, "black")
+        if proxy:
+            ax.scatter(r["latency_p50_ms"], r["top1"], facecolors="none", edgecolors=c, linewidths=1.6, **kw)
+            proxies.append(r)
+        else:
+            ax.scatter(r["latency_p50_ms"], r["top1"], color=c, **kw)
+        near = sum(1 for q in ok[: ok.index(r)] if abs(q["top1"] - r["top1"]) < 0.02 * max(1.0, abs(r["top1"])))
+        ax.annotate(f"{r['stage']} {r['precision'] or ''}" + (" (proxy)" if proxy else ""),
+                    (r["latency_p50_ms"], r["top1"]), fontsize=8, xytext=(5, 5 - 11 * near), textcoords="offset points")
+        if rec.get("artifact") and r["stage"] == rec.get("stage") and rt == rec.get("runtime") \
+                and r["precision"] == rec.get("precision"):
+            ax.scatter(r["latency_p50_ms"], r["top1"], s=420, facecolors="none", edgecolors="crimson", linewidths=2.2,
+                       zorder=4, label="recommended")
+            ax.annotate("recommended", (r["latency_p50_ms"], r["top1"]), fontsize=9, color="crimson",
+                        fontweight="bold", xytext=(8, -16), textcoords="offset points")
+    if ok:  # room below the points for the proxy note, the x axis from 0 so ratios read true
+        lo, hi = min(r["top1"] for r in ok), max(r["top1"] for r in ok)
+        span = max(hi - lo, 2.0)
+        ax.set_ylim(lo - (0.55 if proxies else 0.15) * span, hi + 0.15 * span)
+        xs = [r["latency_p50_ms"] for r in ok if r["latency_p50_ms"] > 0]
+        if xs and max(xs) / min(xs) > 8:  # runtimes an order of magnitude apart: a log axis keeps each readable
+            ax.set_xscale("log")
+            ax.set_xlim(min(xs) / 1.5, max(xs) * 1.8)
+        else:
+            ax.set_xlim(0, max(r["latency_p50_ms"] for r in ok) * 1.12)
+    if proxies:
+        ax.text(0.01, 0.03, "hollow markers: CPU latency of the TensorRT-form INT8 ONNX (ONNX Runtime on this host) -\n"
+                "a proxy only, not the Jetson engine's latency; measure it on the device (edgeres_deploy bench)",
+                transform=ax.transAxes, fontsize=8.5, color="darkred", va="bottom",
+                bbox={"boxstyle": "round", "fc": "mistyrose", "ec": "darkred", "alpha": 0.9})
+    bs = ok[0]["batch_size"] if ok else "?"
+    ax.set_xlabel(f"latency p50 on this host (ms, batch {bs}{', log scale' if ax.get_xscale() == 'log' else ''}); "
+                  "lower is better")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("accuracy vs latency per runtime")
+    ax.grid(alpha=0.3)
+    if ok:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0)
+    bars_drawn = {}
+    for k, (col, title, scale) in enumerate((("macs", "MACs (G)", 1e-9), ("model_size_mb", "artifact size (MB)", 1),
+                                              ("peak_rss_mb", "peak memory, RSS (MB)", 1))):
+        a = fig.add_subplot(gs[1, k])
+        data = _per_stage(rows, col)
+        bars_drawn[title] = data
+        if data:
+            bars = a.bar(range(len(data)), [v * scale for _, v in data], color="tab:blue")
+            a.bar_label(bars, fmt="%.3g", fontsize=7)
+            a.set_xticks(range(len(data)), [lbl for lbl, _ in data], fontsize=7, rotation=30, ha="right")
+        else:
+            a.text(0.5, 0.5, "not measured", ha="center", va="center", transform=a.transAxes)
+            a.set_xticks([])
+        a.set_title(title, fontsize=10)
+        a.grid(axis="y", alpha=0.3)
+    fig.subplots_adjust(left=0.07, right=0.88, top=0.95, bottom=0.13)
+    drawn = {"texts": [t.get_text() for a in fig.axes for t in a.texts]
+             + [t.get_text() for t in (ax.get_legend().get_texts() if ax.get_legend() else [])],
+             "panels": [a.get_title() for a in fig.axes], "bars": bars_drawn}
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return drawn
 
 
-def markdown_table(rows: list, cols=("stage", "runtime", "precision", "batch_size", "top1", "top1_delta", "agreement",
-                                     "latency_p50_ms", "throughput_ips", "macs", "model_size_mb", "peak_rss_mb",
-                                     "status", "note")) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+# the one table: summary.md and the terminal show the same columns, formatted the same way
+TABLE = (("stage", "stage"), ("runtime", "runtime"), ("precision", "precision"), ("top1", "top-1 %"),
+         ("top1_delta", "Δtop-1"), ("agreement", "agree %"), ("latency_p50_ms", "p50 ms"),
+         ("throughput_ips", "img/s"), ("macs", "GMACs"), ("model_size_mb", "size MB"), ("peak_rss_mb", "peak MB"),
+         ("status", "status"))
+
+
+def table_cells(r: dict, target: dict | None = None) -> list:
+    """One row of the report table as strings (empty where unknown); a proxy latency is marked with '*'."""
+    out = []
+    for col, _ in TABLE:
+        v = r.get(col)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append("")
+        elif col == "macs":
+            out.append(f"{v / 1e9:.3f}")
+        elif col in ("top1", "top1_delta", "agreement"):
+            out.append(f"{v:+.2f}" if col == "top1_delta" else f"{v:.2f}")
+        elif col == "latency_p50_ms":
+            out.append(f"{v:.3f}" + ("*" if _is_proxy(r, target) else ""))
+        elif col in ("throughput_ips", "model_size_mb", "peak_rss_mb"):
+            out.append(f"{v:.1f}")
+        else:
+            out.append(str(v))
+    return out
+
+
+def table_footnote(rows: list, target: dict | None = None) -> str:
+    if any(_is_proxy(r, target) and r.get("latency_p50_ms") is not None for r in rows):
+        return ("* CPU latency of the TensorRT-form INT8 ONNX on this host: a proxy, not the engine's latency "
+                "(measure on the device).")
+    return ""
+
+
+def markdown_table(rows: list, target: dict | None = None) -> str:
+    lines = ["| " + " | ".join(h for _, h in TABLE) + " |", "|" + "---|" * len(TABLE)]
     for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if c == "macs" and v is not None:
-                v = f"{v / 1e9:.3f} G"
-            cells.append(_cell(c, v) if not isinstance(v, str) else v.replace("|", "/"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(r, target)) + " |")
+    notes = [f"- {r['stage']} ({r['runtime']}): {r['note']}" for r in rows if r.get("note")]
+    foot = table_footnote(rows, target)
+    return "\n".join(lines + ([foot] if foot else []) + (["", "Notes:"] + notes if notes else []))
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def verdict_lines(rows: list, rec: dict, target: dict | None = None, run_dir: str | None = None) -> list:
+    """The summary's first three lines: what to deploy; how much smaller, faster and how accurate; what is still to
+    be measured on the device, and how."""
+    t = target or {}
+    base = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "torch" and r["status"] == "ok"), None)
+    run = run_dir or "RUN"
+    on_trt = t.get("runtime") == "tensorrt"
+    if not rec.get("artifact"):
+        first = f"**No recommendation:** {rec.get('reason', 'nothing measured')}; deploy the baseline or raise the budget."
+        second = (f"Baseline top-1 {base['top1']:.2f}%." if base and base.get("top1") is not None
+                  else "No baseline accuracy was measured.")
+    else:
+        form = "TensorRT engine built from it on the device" if on_trt and rec["runtime"] != "tensorrt" else rec["runtime"]
+        first = (f"**Recommended:** deploy `{rec['stage']}/{rec['artifact']}` ({(rec.get('precision') or '').upper()}, "
+                 f"{form}) to {t.get('name', 'the target')}"
+                 + ("; bundle: `bundle/bundle.tar.gz`." if rec["stage"] in ("quantize", "engine") else "."))
+        rec_row = next((r for r in rows if r["stage"] == rec["stage"] and r["runtime"] == rec["runtime"]
+                        and r["precision"] == rec["precision"] and r["status"] == "ok"), {})
+        parts = []  # only gains worth saying (a ratio of 1.0x is no news)
+        if (rec.get("size_reduction") or 0) > 1.05:
+            parts.append(f"{rec['size_reduction']:.1f}x smaller")
+        if (rec.get("macs_reduction") or 0) > 1.05:
+            parts.append(f"{rec['macs_reduction']:.1f}x fewer MACs")
+        if (rec.get("speedup") or 0) > 1.05:
+            parts.append(f"{rec['speedup']:.2f}x faster than {rec['speedup_reference']} on this host")
+        elif rec.get("speedup") and rec["stage"] != "baseline":
+            parts.append(f"no faster than {rec['speedup_reference']} on this host ({rec['speedup']:.2f}x)")
+        if rec["stage"] == "baseline":
+            parts.insert(0, "no optimized artifact stayed within the accuracy budget")
+        mem = _ratio((base or {}).get("peak_rss_mb"), rec_row.get("peak_rss_mb"))
+        if mem and mem > 1.05:
+            parts.append(f"{mem:.1f}x less peak memory")
+        acc = f"top-1 {rec['top1']:.2f}% ({rec['top1_delta'] or 0:+.2f} points vs the baseline's " \
+              f"{base['top1']:.2f}%, budget -{rec['budget_points']:g})" if base else f"top-1 {rec['top1']:.2f}%"
+        if rec_row.get("agreement") is not None:
+            acc += f", {rec_row['agreement']:.1f}% same predictions"
+        second = "**Gain:** " + ", ".join(parts + [acc]) + "."
+    if on_trt:
+        third = ("**Still to measure on the device:** the TensorRT engine's latency, throughput and memory (this host "
+                 "has no TensorRT: its CPU latency of the INT8 file is only a proxy). On the Jetson: "
+                 "`tar xzf bundle.tar.gz && sh install.sh && python3 -m edgeres_deploy build && "
+                 "python3 -m edgeres_deploy bench --csv device.csv`, then here: "
+                 f"`edgeres report --run {run} --merge device.csv`.")
+    else:
+        third = ("**Still to measure on the device:** latency and memory on the target itself if it is not this host: "
+                 "`python3 -m edgeres_deploy bench --csv device.csv` from the bundle, then "
+                 f"`edgeres report --run {run} --merge device.csv`.")
+    return [first, second, third]
 
 
 def write_report(out_dir, rows: list, host: dict, summary_lines: list | None = None, extra: dict | None = None) -> dict:
@@ -178,14 +346,17 @@ def write_report(out_dir, rows: list, host: dict, summary_lines: list | None = N
                                         ("summary", "summary.md"))}
     write_csv(paths["csv"], rows)
     write_json_atomic(paths["json"], {"host": host, "rows": rows, **(extra or {})})
+    extra = extra or {}
+    target = extra.get("target")
     try:
-        plot(rows, paths["png"])
+        plot(rows, paths["png"], extra.get("recommendation"), target)
     except Exception as e:  # noqa: BLE001 - a plot must never lose the figures
         paths.pop("png")
         summary_lines = (summary_lines or []) + [f"(plot not written: {e})"]
-    md = ["# edgeres report", ""] + (summary_lines or []) + ["", markdown_table(rows), "",
-          f"Host: {host.get('cpu')} ({host.get('physical_cores')} cores), GPU: {host.get('gpu') or 'none'}, "
-          f"threads {host.get('threads')}.", ""]
+    md = ["# edgeres report", ""] + (summary_lines or []) + ["", "![report](report.png)", "",
+          markdown_table(rows, target), "",
+          (f"Host: {host.get('cpu')} ({host.get('physical_cores')} cores), GPU: {host.get('gpu') or 'none'}, "
+           f"threads {host.get('threads')}."), ""]
     write_text_atomic(paths["summary"], "\n".join(md))
     return paths
 

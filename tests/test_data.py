@@ -86,3 +86,26 @@ def test_bad_preprocess_values():
         Preprocess(size=4)
     with pytest.raises(ValueError):
         Preprocess(crop_ratio=1.5)
+
+
+def test_demo_recipe_and_cli_defaults():
+    """The demo measures its baseline on >= 100 validation images per class; the CLI reads the same recipe."""
+    from click.testing import CliRunner
+
+    from edgeres.cli import main
+    from edgeres.demo import DEMO
+
+    assert DEMO["val_per_class"] >= 100 and DEMO["train_per_class"] >= DEMO["val_per_class"]
+    assert len(CLASSES) == 10 and len(set(CLASSES)) == 10
+    help_text = CliRunner().invoke(main, ["demo", "--help"]).output
+    assert f"[default: {DEMO['val_per_class']};" in help_text and f"[default: {DEMO['epochs']};" in help_text
+
+
+def test_demo_classes_render_distinct_shapes():
+    """Every class draws something different from the same randomness (same background, colour and place)."""
+    from edgeres.data.demo import render
+
+    imgs = [np.asarray(render(c, np.random.default_rng(7)), dtype=np.int16) for c in range(len(CLASSES))]
+    for i in range(len(imgs)):
+        for j in range(i + 1, len(imgs)):
+            assert np.abs(imgs[i] - imgs[j]).mean() > 1.0, (CLASSES[i], CLASSES[j])

@@ -157,4 +157,4 @@ def test_demo_command_tiny(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "report:" in proc.stdout and (out / "report.csv").exists() and (out / "model.pt").exists()
     again = cli(*args)
-    assert again.returncode == 0 and "trained already" in again.stdout and "unchanged, reused" in again.stdout
+    assert again.returncode == 0 and "trained already" in again.stderr and "unchanged, reused" in again.stderr

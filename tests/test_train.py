@@ -62,3 +62,22 @@ def test_ddp_two_cpu_processes(tmp_path, demo_data):
     assert out.exists() and out.with_name("ddp.log.csv").exists()
     assert "best val top-1" in proc.stdout
     assert load_model(out).meta.num_classes == 10
+
+
+def test_amp_and_channels_last_options(tmp_path, demo_data):
+    import torch
+
+    from edgeres.errors import EdgeresError
+    from edgeres.stages.train import _use_amp, cpu_has_bf16
+
+    assert _use_amp(TrainConfig(amp="off"), torch.device("cpu")) is False
+    assert _use_amp(TrainConfig(amp="bf16"), torch.device("cpu")) is True
+    assert _use_amp(TrainConfig(amp="auto"), torch.device("cpu")) is cpu_has_bf16()
+    with pytest.raises(EdgeresError, match="unknown amp"):
+        _use_amp(TrainConfig(amp="fp8"), torch.device("cpu"))
+    out = tmp_path / "m.pt"
+    res = train_model(demo_data, out, arch="resnet18", pre=Preprocess(size=32), progress=False,
+                      cfg=TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=2, amp="bf16", channels_last=True))
+    assert res["history"][0]["train_loss"] > 0
+    w = load_model(out).model.conv1.weight
+    assert w.dtype == torch.float32 and w.is_contiguous()  # the checkpoint is plain FP32, NCHW

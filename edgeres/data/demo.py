@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from edgeres.utils import atomic_path, write_text_atomic
 
-CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "hexagon", "stripes", "checker")
+CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "halfdisc", "stripes", "checker")
 DEMO_IMAGE_SIZE = 72
 
 
@@ -52,9 +52,9 @@ def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) ->
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
     d = ImageDraw.Draw(img)
     # clutter: a few random blobs and lines that are not the class shape
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         x, y = rng.integers(0, s, 2)
-        r = int(rng.integers(2, s // 8))
+        r = int(rng.integers(2, max(3, s // 12)))
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         if rng.random() < 0.5:
             d.ellipse([x - r, y - r, x + r, y + r], fill=colour)
@@ -63,10 +63,10 @@ def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) ->
             d.line([int(x), int(y), int(x2), int(y2)], fill=colour, width=int(rng.integers(1, 3)))
     bg_mean = arr.mean(axis=(0, 1))
     fg = _contrasting_colour(rng, bg_mean)
-    r = float(rng.uniform(0.2, 0.38)) * s
+    r = float(rng.uniform(0.24, 0.4)) * s
     cx = float(rng.uniform(r + 1, s - r - 1))
     cy = float(rng.uniform(r + 1, s - r - 1))
-    rot = float(rng.uniform(-0.35, 0.35))
+    rot = float(rng.uniform(-0.2, 0.2))
     name = CLASSES[label]
     w = max(2, int(r * 0.35))
     if name == "circle":
@@ -84,8 +84,9 @@ def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) ->
         d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fg, width=max(2, int(r * 0.3)))
     elif name == "star":
         d.polygon(_star(cx, cy, r * 1.15, -math.pi / 2 + rot), fill=fg)
-    elif name == "hexagon":
-        d.polygon(_polygon(cx, cy, r * 1.05, 6, rot), fill=fg)
+    elif name == "halfdisc":
+        start = math.degrees(rot)
+        d.pieslice([cx - r, cy - r * 0.5, cx + r, cy + r * 1.5], 180 + start, 360 + start, fill=fg)
     elif name == "stripes":
         n = int(rng.integers(3, 5))
         for k in range(n):
@@ -99,21 +100,21 @@ def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) ->
                 if (i + j) % 2 == 0:
                     x0, y0 = cx - r + i * cell, cy - r + j * cell
                     d.rectangle([x0, y0, x0 + cell, y0 + cell], fill=fg)
-    if rng.random() < 0.3:
+    if rng.random() < 0.2:
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
-    out = np.asarray(img, dtype=np.float32) + rng.normal(0, float(rng.uniform(4, 14)), (s, s, 3))
+    out = np.asarray(img, dtype=np.float32) + rng.normal(0, float(rng.uniform(3, 10)), (s, s, 3))
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
 
 
 def make_demo(out, train_per_class: int = 120, val_per_class: int = 40, size: int = DEMO_IMAGE_SIZE,
               seed: int = 0, progress: bool = True) -> Path:
     """Write ``out/train/CLASS/*.png`` and ``out/val/CLASS/*.png``. Same arguments, same bytes, on every machine."""
-    from tqdm import tqdm
+    from edgeres.progress import bar
 
     out = Path(out)
     jobs = [(split, ci, k) for split, n in (("train", train_per_class), ("val", val_per_class))
             for ci in range(len(CLASSES)) for k in range(n)]
-    for split, ci, k in tqdm(jobs, desc="demo data", disable=None if progress else True, unit="img"):
+    for split, ci, k in bar(jobs, desc="demo data", enabled=progress, unit="img"):
         path = out / split / CLASSES[ci] / f"{k:05d}.png"
         if path.exists():
             continue

@@ -257,6 +257,10 @@ def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: Qu
     import nncf
     import onnx
 
+    from edgeres.progress import tame_library_logs
+
+    tame_library_logs()  # NNCF's own stdout handler follows -q/-v (its INFO lines only with -v)
+
     from edgeres.calibration import nncf_dataset
     from edgeres.utils import atomic_path
 

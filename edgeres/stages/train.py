@@ -7,6 +7,7 @@ Under ``torchrun --nproc-per-node N`` the same call trains with DistributedDataP
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import time
@@ -14,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgeres.errors import EdgeresError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +36,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for tests and smoke runs
     min_scale: float = 0.35  # RandomResizedCrop's smallest area
     skip_corrupt: bool = False
+    channels_last: bool = True  # NHWC: faster convolutions on x86 (oneDNN) and on tensor cores
+    amp: str = "auto"  # bf16 autocast: "auto" (on CPUs with AMX/AVX-512 BF16), "bf16", "off"
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adamw" else 0.05)
@@ -50,6 +55,22 @@ def _dist_env():
     return world, rank, local
 
 
+def cpu_has_bf16() -> bool:
+    """True on x86 CPUs with native bfloat16 math (AMX or AVX-512 BF16), where bf16 autocast trains faster."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _use_amp(cfg: TrainConfig, device) -> bool:
+    if cfg.amp not in ("auto", "bf16", "off"):
+        raise EdgeresError(f"unknown amp {cfg.amp!r}; use auto, bf16 or off")
+    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cpu" and cpu_has_bf16())
+
+
 def pick_device():
     import torch
 
@@ -62,12 +83,13 @@ def pick_device():
 def predict_logits(model, loader, device, progress_desc: str | None = None):
     """Run ``model`` over a loader; returns (logits, targets) as CPU tensors."""
     import torch
-    from tqdm import tqdm
+
+    from edgeres.progress import bar
 
     model.eval()
     outs, targets = [], []
     with torch.inference_mode():
-        for x, y in tqdm(loader, desc=progress_desc, disable=True if progress_desc is None else None, leave=False):
+        for x, y in bar(loader, desc=progress_desc, enabled=progress_desc is not None, unit="batch"):
             outs.append(model(x.to(device)).float().cpu())
             targets.append(torch.as_tensor(y))
     return torch.cat(outs), torch.cat(targets)
@@ -118,11 +140,11 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
-    from tqdm import tqdm
 
     from edgeres.data import ImageDataset, eval_transform, train_transform
     from edgeres.metrics import topk_accuracy
     from edgeres.models import load_model, save_checkpoint
+    from edgeres.progress import bar
     from edgeres.utils import atomic_path
 
     out_path = Path(out_path)
@@ -135,6 +157,7 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
+    say = log.info if (progress and is_main) else log.debug  # a silenced caller gets no output at all
     torch.manual_seed(cfg.seed)
     if not splits.train:
         raise EdgeresError(f"{splits.root} has no training images (expected DIR/train/CLASS/...)")
@@ -144,6 +167,9 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     if cfg.freeze_backbone:
         _freeze_backbone(model)
     model.to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    amp = _use_amp(cfg, device)  # weights, optimizer and BN statistics stay FP32; only the matmuls run in bf16
     start_epoch, best, history = 0, -1.0, []
     lr0, wd = cfg.resolved_lr(), cfg.resolved_wd()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -161,7 +187,7 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
         best = float(state["train_state"]["best_top1"])
         history = list(state["train_state"]["history"])
         if is_main:
-            print(f"resuming from {last_path} at epoch {start_epoch + 1}/{cfg.epochs}")
+            say(f"resuming from {last_path} at epoch {start_epoch + 1}/{cfg.epochs}")
     train_ds = ImageDataset(splits.train, train_transform(pre, min_scale=cfg.min_scale), cfg.skip_corrupt)
     val_ds = ImageDataset(splits.val, eval_transform(pre), cfg.skip_corrupt)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if distributed else None
@@ -179,14 +205,15 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     apply_masks(model, masks)
     t_start, seen = time.time(), 0
+    # one bar over every remaining step: its ETA is the whole training's, not one epoch's
+    pbar = bar(total=steps_per_epoch * max(0, cfg.epochs - start_epoch), unit="batch", enabled=progress and is_main)
     for epoch in range(start_epoch, cfg.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         _set_train_mode(net, cfg.freeze_backbone)
         loss_sum, n_batches = 0.0, 0
-        bar = tqdm(train_dl, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=None if (progress and is_main) else True, leave=False, unit="batch")
-        for step, (x, y) in enumerate(bar):
+        pbar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
+        for step, (x, y) in enumerate(train_dl):
             if step >= steps_per_epoch:
                 break
             gstep = epoch * steps_per_epoch + step
@@ -194,12 +221,13 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
                 lr0 * 0.5 * (1 + math.cos(math.pi * (gstep - warmup) / max(1, total_steps - warmup)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, y = x.to(device), torch.as_tensor(y).to(device)
-            logits = net(x)
+            x, y = x.to(device, memory_format=fmt), torch.as_tensor(y).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = net(x).float()
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if teacher is not None and cfg.kd_alpha > 0:
-                with torch.no_grad():
-                    t_logits = teacher(x)
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    t_logits = teacher(x).float()
                 T = cfg.kd_temperature
                 kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(t_logits / T, 1), reduction="batchmean") * T * T
                 loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
@@ -210,8 +238,8 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
             loss_sum += loss.item()
             n_batches += 1
             seen += x.shape[0] * world
-            bar.set_postfix(loss=f"{loss_sum / n_batches:.3f}", lr=f"{lr:.2e}")
-        bar.close()
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{loss_sum / n_batches:.3f}", lr=f"{lr:.2e}", refresh=False)
         if is_main:
             logits, targets = predict_logits(model, val_dl, device)
             acc = topk_accuracy(logits.numpy(), targets.numpy(), (1, 5))
@@ -233,17 +261,18 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
                 w = csv.DictWriter(f, fieldnames=list(row))
                 w.writeheader()
                 w.writerows(history)
-            if progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.3f}  val top-1 {top1:.2f}%  "
-                      f"top-5 {acc['top5']:.2f}%{'  (best)' if improved else ''}")
+            eta = (time.time() - t_start) / (epoch + 1 - start_epoch) * (cfg.epochs - epoch - 1)
+            say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.3f}  val top-1 {top1:.2f}%  "
+                f"top-5 {acc['top5']:.2f}%{'  (best)' if improved else ''}  [{row['seconds']:.0f}s, ETA {eta:.0f}s]")
         if distributed:
             dist.barrier()
+    pbar.close()
     seconds = time.time() - t_start
     if distributed:
         dist.barrier()
         if owns_group:
             dist.destroy_process_group()
-    model.cpu().eval()
+    model.cpu().eval().to(memory_format=torch.contiguous_format)
     return {"best_top1": best, "last_top1": history[-1]["val_top1"] if history else None,
             "epochs": cfg.epochs, "seconds": seconds, "images_per_s": seen / seconds if seconds > 0 else None,
             "history": history}
@@ -288,11 +317,11 @@ def train_model(data, out, arch: str = "resnet50", pre=None, cfg: TrainConfig | 
     model = build_model(arch, len(splits.classes))
     if weights:
         copied, skipped = load_pretrained(model, weights, trust_model, partial=partial_weights)
-        if _dist_env()[1] == 0 and progress:
-            print(f"loaded {copied} tensors from {weights} ({skipped} new, e.g. the {len(splits.classes)}-class head)")
+        if _dist_env()[1] == 0:
+            (log.info if progress else log.debug)(f"loaded {copied} tensors from {weights} ({skipped} new, e.g. the {len(splits.classes)}-class head)")
     meta = ModelMeta(arch=arch, classes=list(splits.classes), preprocess=pre.to_dict(), data_hash=data_hash(splits),
                      data_root=str(Path(data).resolve()), extra={"train": asdict(cfg)})
-    if _dist_env()[1] == 0 and progress:
-        print(splits.describe())
+    if _dist_env()[1] == 0:
+        (log.info if progress else log.debug)(splits.describe())
     result = fit(model, splits, pre, cfg, out, meta, resume=resume, progress=progress)
     return result if _dist_env()[1] == 0 else None  # one report, from rank 0

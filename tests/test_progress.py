@@ -1,0 +1,84 @@
+"""Logging and progress: -q silences, -v shows library logs, training says nothing when its caller silences it,
+and one line per epoch / stage when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+from edgeres import progress
+from edgeres.cli import main
+from edgeres.data import Preprocess
+from edgeres.stages.train import TrainConfig, train_model
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    yield
+    progress.setup_logging(0)
+    progress._state["configured"] = False
+    logging.getLogger("edgeres").setLevel(logging.NOTSET)
+
+
+def _train(demo_data, out, progress_on):
+    return train_model(demo_data, out, arch="resnet18", pre=Preprocess(size=32), progress=progress_on,
+                       cfg=TrainConfig(epochs=2, batch_size=16, max_steps_per_epoch=2))
+
+
+def test_silenced_training_prints_nothing(tmp_path, demo_data, capsys, caplog):
+    progress.setup_logging(0)
+    caplog.set_level(logging.DEBUG, logger="edgeres")
+    _train(demo_data, tmp_path / "m.pt", False)
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""
+    assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("edgeres"))
+    assert any("epoch 2/2" in r.getMessage() for r in caplog.records)  # still there for -v
+
+
+def test_training_logs_one_line_per_epoch_without_a_tty(tmp_path, demo_data, capsys):
+    progress.setup_logging(0)  # pytest's stderr is not a terminal: no bar, one line an epoch
+    _train(demo_data, tmp_path / "m.pt", True)
+    out, err = capsys.readouterr()
+    epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert "ETA" in epochs[0] and "val top-1" in epochs[0] and "\r" not in err and out == ""
+
+
+def test_quiet_and_verbose_levels():
+    progress.setup_logging(-1)
+    assert logging.getLogger("edgeres").getEffectiveLevel() == logging.WARNING and not progress.bars_enabled()
+    assert progress.bar(range(3)).disable
+    progress.setup_logging(1)
+    assert logging.getLogger("edgeres").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("torch_pruning").getEffectiveLevel() == logging.INFO
+    progress.setup_logging(0)
+    assert logging.getLogger("edgeres").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("torch_pruning").getEffectiveLevel() == logging.WARNING
+
+
+def test_nncf_stdout_only_with_verbose():
+    pytest.importorskip("nncf")
+    import nncf  # noqa: F401 - installs NNCF's own stdout handler
+
+    handlers = [h for h in logging.getLogger("nncf").handlers if isinstance(h, logging.StreamHandler)]
+    progress.setup_logging(0)
+    assert handlers and all(h.level == logging.WARNING for h in handlers)
+    assert logging.getLogger("nncf").isEnabledFor(logging.INFO)  # the quantize stage still reads its INFO lines
+    progress.setup_logging(1)
+    assert all(h.level == logging.INFO for h in handlers)
+
+
+def test_cli_q_silences_and_rejects_q_with_v(tmp_path, demo_data):
+    runner = CliRunner()
+    args = ["train", "--data", str(demo_data), "--out", str(tmp_path / "m.pt"), "--arch", "resnet18", "--image-size",
+            "32", "--epochs", "1", "--batch-size", "64"]
+    loud = runner.invoke(main, args)
+    assert loud.exit_code == 0, loud.output
+    assert "epoch 1/1:" in loud.stderr
+    quiet = runner.invoke(main, ["-q", *args[:4], str(tmp_path / "q.pt"), *args[5:]])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and "best val top-1" in quiet.stdout
+    both = runner.invoke(main, ["-q", "-v", "targets"])
+    assert both.exit_code == 2 and "exclude each other" in both.output
