@@ -79,6 +79,10 @@ def test_legacy_target_writes_calibration_cache(tmp_path, fp32_onnx, demo_data):
 
 def test_cache_encoding():
     assert trt_cache_header("8.5.2") == "TRT-8502-EntropyCalibration2"
+    # from 10.0 on NV_TENSORRT_VERSION is major*10000 + minor*100 + patch (include/NvInferRuntimeBase.h)
+    assert trt_cache_header("10.3.0") == "TRT-100300-EntropyCalibration2"
+    assert trt_cache_header("10.13.2") == "TRT-101302-EntropyCalibration2"
+    assert trt_cache_header("11.0") == "TRT-110000-EntropyCalibration2"
     assert scale_to_hex(1.0) == "3f800000"
     assert hex_to_scale(scale_to_hex(0.0123)) == pytest.approx(0.0123, rel=1e-6)
 
