@@ -87,7 +87,8 @@ def _consumers(model) -> dict:
 
 
 def apply_trt_add_rule(model) -> list:
-    """For each Add fed on both sides by Q/DQ, drop the Q/DQ pair on the branch that a Conv produces.
+    """For each Add fed on both sides by Q/DQ, drop the Q/DQ pair on the branch that a Conv produces (the main
+    branch's Conv when both are Convs, as in a downsample block).
 
     That is TensorRT's Q/DQ placement for residual blocks (Conv+Add fusion): the quantized skip input and the Conv
     accumulate into one fused kernel. Returns the names of the Adds changed.
@@ -95,10 +96,19 @@ def apply_trt_add_rule(model) -> list:
     producer = {o: n for n in model.graph.node for o in n.output}
     consumers = _consumers(model)
     remove, changed = set(), []
+    depth = None
     for add in [n for n in model.graph.node if n.op_type == "Add"]:
         branches = []
         for idx, name in enumerate(add.input):
             dq = producer.get(name)
+            # a DQ before MaxPool & co. still quantizes this input (TensorRT moves the DQ across them): a skip
+            # branch, never removed
+            p = dq
+            while p is not None and p.op_type in PASS_THROUGH:
+                p = producer.get(p.input[0])
+            if p is not dq and p is not None and p.op_type == "DequantizeLinear":
+                branches.append((idx, None, None, None))
+                continue
             q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is None or q.op_type != "QuantizeLinear":
                 branches = []
@@ -108,8 +118,15 @@ def apply_trt_add_rule(model) -> list:
         if len(branches) != 2:
             continue
         conv_side = [b for b in branches if b[3] is not None and b[3].op_type == "Conv"]
-        if len(conv_side) != 1:
+        if not conv_side:
             continue
+        if len(conv_side) == 2:
+            # a downsample block: the shortcut is a Conv too. The main branch is the deeper Conv (the shortcut Conv
+            # reads the block's input, which the main branch's first Conv reads as well); it loses its Q/DQ, the
+            # shortcut keeps them, as for the other Adds.
+            if depth is None:
+                depth = _depths(model)
+            conv_side.sort(key=lambda b: depth.get(b[3].output[0], 0), reverse=True)
         idx, dq, q, src = conv_side[0]
         # only if the Q/DQ pair feeds nothing but this Add
         if len(consumers.get(dq.output[0], [])) != 1 or len(consumers.get(q.output[0], [])) != 1:
@@ -122,6 +139,17 @@ def apply_trt_add_rule(model) -> list:
     model.graph.node.extend(keep)
     drop_unused_initializers(model)
     return changed
+
+
+def _depths(model) -> dict:
+    """{tensor: the number of compute nodes (Q/DQ not counted) on the longest path from the graph inputs}."""
+    d: dict = {}
+    for n in model.graph.node:  # ONNX graphs are topologically sorted
+        k = max((d.get(i, 0) for i in n.input), default=0)
+        k += 0 if n.op_type in ("QuantizeLinear", "DequantizeLinear") else 1
+        for o in n.output:
+            d[o] = k
+    return d
 
 
 def force_signed_int8(model) -> int:
