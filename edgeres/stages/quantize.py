@@ -23,7 +23,11 @@ import numpy as np
 from edgeres.errors import EdgeresError
 
 PASS_THROUGH = ("MaxPool", "GlobalAveragePool", "AveragePool", "Flatten", "Reshape", "Identity")
-METHODS = ("histogram", "nncf-default", "minmax", "mean-minmax", "percentile")
+METHODS = ("histogram", "nncf-default", "minmax", "mean-minmax", "percentile", "entropy")
+# the calibration methods the budget tries, in order, when the first is over budget (the best one is kept)
+BUDGET_METHODS = ("histogram", "percentile", "entropy", "minmax")
+# what is tried, in order, when plain PTQ is over the INT8 budget; the first that fits stops the search
+FALLBACKS = ("methods", "float", "qat")
 
 
 @dataclass
@@ -35,6 +39,13 @@ class QuantizeConfig:
     max_accuracy_drop: float | None = None  # points of top-1
     ignored_nodes: list = field(default_factory=list)
     trt_add_rule: bool = True  # rewrite residual Adds for TensorRT's Conv+Add fusion (trt-qdq only)
+    int8_max_drop: float | None = None  # the INT8 budget: points of top-1 vs the FP32 export, on the shipped file
+    fallback: tuple = FALLBACKS  # over budget: other calibration methods, float layers (sensitivity), QAT
+    methods: tuple = BUDGET_METHODS
+    max_float_macs_share: float = 0.5  # the float fallback gives up (QAT next) beyond this share of MACs in float
+    sensitivity_images: int = 500  # validation images for the per-layer sensitivity (the budget uses all of them)
+    qat_epochs: int = 1
+    qat_lr: float = 1e-5
 
 
 def _range_estimator(method: str):
@@ -45,6 +56,7 @@ def _range_estimator(method: str):
         "mean-minmax": RangeEstimatorParametersSet.MEAN_MINMAX,
         "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
         "histogram": RangeEstimatorParametersSet.HISTOGRAM,
+        "entropy": RangeEstimatorParametersSet.MINMAX,  # the placement; the ranges are then set by KL (entropy)
     }.get(method)
 
 
@@ -251,41 +263,157 @@ def _check_classifier(model, path) -> tuple[str, tuple]:
     return inp.name, tuple(dims[1:])
 
 
-def _top1_fn(val_arrays, val_targets, batch: int = 32):
+def _logits_fn(val_arrays, batch: int = 32):
+    """model -> its logits on ``val_arrays`` in ONNX Runtime (CPU)."""
     import onnxruntime as ort
 
     from edgeres.metrics import run_padded
 
-    def validate(model, _items=None) -> float:
+    def logits(model) -> np.ndarray:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         fixed = sess.get_inputs()[0].shape[0]
-        preds = []
+        out = []
         step = fixed if isinstance(fixed, int) else batch
         for i in range(0, len(val_arrays), step):
             x = val_arrays[i : i + step]
-            preds.append(run_padded(lambda b: sess.run(None, {name: b})[0], x, fixed if isinstance(fixed, int) else None).argmax(1))
-        return float((np.concatenate(preds) == val_targets).mean())
+            out.append(run_padded(lambda b: sess.run(None, {name: b})[0], x, fixed if isinstance(fixed, int) else None))
+        return np.concatenate(out)
+
+    return logits
+
+
+def _top1_fn(val_arrays, val_targets, batch: int = 32, finalize_for=None, cfg=None):
+    """model -> top-1 (fraction) in ONNX Runtime. With ``finalize_for`` (a target) the model is first brought to
+    that target's shipped form (signed INT8, residual-Add rule): what NNCF's accuracy control validates is then the
+    file that ships, not NNCF's intermediate graph."""
+    logits = _logits_fn(val_arrays, batch)
+
+    def validate(model, _items=None) -> float:
+        if finalize_for is not None:
+            import copy
+
+            model = copy.deepcopy(model)
+            finalize(model, finalize_for, cfg or QuantizeConfig())
+        return float((logits(model).argmax(1) == val_targets).mean())
 
     return validate
 
 
-def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: QuantizeConfig | None = None,
-                  val_arrays: np.ndarray | None = None, val_targets: np.ndarray | None = None) -> dict:
-    """Quantize ``fp32_path`` for ``target`` with the calibration arrays; write ``out_path`` atomically.
+def finalize(qmodel, target, cfg: QuantizeConfig) -> dict:
+    """Bring NNCF's Q/DQ graph to the target's shipped form, in place: signed INT8 and TensorRT's residual-Add
+    placement for TensorRT targets (nothing for x86). Returns {"signed_rewrites", "adds_rewritten"}."""
+    signed = force_signed_int8(qmodel) if target.quant_format == "trt-qdq" else 0
+    adds = apply_trt_add_rule(qmodel) if target.quant_format == "trt-qdq" and cfg.trt_add_rule else []
+    return {"signed_rewrites": signed, "adds_rewritten": len(adds)}
 
-    Returns {"format", "summary", "adds_rewritten", "accuracy_control": {...} or None, "nncf_log": [...]}.
-    """
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports torch: no CUDA chatter
-    import nncf
+
+def _entropy_amax(model, tensors: list, calib_arrays: np.ndarray, input_name: str, symmetric: bool) -> dict:
+    """{tensor: (lo, hi)} by KL-divergence (entropy) calibration, ONNX Runtime's EntropyCalibrater, on the FP32
+    model's tensors ``tensors`` (the ones the Q/DQ graph quantizes)."""
+    import os
+    import tempfile
+
     import onnx
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from edgeres.calibration import ArrayDataReader
+
+    with tempfile.TemporaryDirectory(prefix="edgeres-entropy-") as d:
+        path = os.path.join(d, "fp32.onnx")
+        onnx.save(model, path)
+        cal = create_calibrator(path, None, augmented_model_path=os.path.join(d, "aug.onnx"),
+                                calibrate_method=CalibrationMethod.Entropy,
+                                extra_options={"symmetric": symmetric, "num_bins": 512, "num_quantized_bins": 128})
+        cal.collect_data(ArrayDataReader(calib_arrays, input_name))
+        data = cal.compute_data()
+    out = {}
+    for t in tensors:
+        try:
+            r = data[t]
+        except KeyError:
+            continue
+        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in r.range_value)
+        out[t] = (lo, hi)
+    return out
+
+
+def set_activation_ranges(qmodel, ranges: dict, quant_format: str) -> int:
+    """Write activation ranges {fp32 tensor: (lo, hi)} into the Q/DQ pairs that quantize those tensors (each pair
+    gets its own scale/zero-point initializers). Signed symmetric for TensorRT, uint8 asymmetric for x86."""
+    from onnx import numpy_helper
+
+    inits = {i.name for i in qmodel.graph.initializer}
+    consumers = _consumers(qmodel)
+    n = 0
+    for q in [x for x in qmodel.graph.node if x.op_type == "QuantizeLinear"]:
+        src = q.input[0]
+        if src in inits or src not in ranges:
+            continue
+        lo, hi = ranges[src]
+        if quant_format == "trt-qdq":
+            amax = max(abs(lo), abs(hi), 1e-8)
+            scale, zp = np.float32(amax / 127.0), np.int8(0)
+        else:
+            lo, hi = min(lo, 0.0), max(hi, 1e-8)
+            scale = np.float32((hi - lo) / 255.0)
+            zp = np.uint8(np.clip(round(-lo / scale), 0, 255))
+        s_name, z_name = f"{q.output[0]}_scale_set", f"{q.output[0]}_zp_set"
+        qmodel.graph.initializer.extend([numpy_helper.from_array(np.asarray(scale), s_name),
+                                         numpy_helper.from_array(np.asarray(zp), z_name)])
+        for node in [q] + [c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]:
+            node.input[1], node.input[2] = s_name, z_name
+        n += 1
+    drop_unused_initializers(qmodel)
+    return n
+
+
+def _ptq(model, target, calib_arrays, cfg: QuantizeConfig, input_name: str, val=None, capture=None):
+    """One NNCF PTQ run (or accuracy control with ``val``=(x, y)), then the target's form. -> (qmodel, info)."""
+    import nncf
 
     from edgeres.calibration import nncf_dataset
-    from edgeres.utils import atomic_path
 
-    cfg = cfg or QuantizeConfig()
+    kw = nncf_settings(target.quant_format, cfg)
+    kw["subset_size"] = min(cfg.subset_size, len(calib_arrays))
+    calib = nncf_dataset(calib_arrays, input_name)
+    ac = None
+    if cfg.max_accuracy_drop is not None:
+        val_arrays, val_targets = val if val is not None else (None, None)
+        if val_arrays is None or len(val_arrays) == 0:
+            raise EdgeresError("--max-accuracy-drop needs validation images (--data)")
+        # validated on the shipped form: signed INT8 and the residual-Add rule applied to each candidate
+        validate = _top1_fn(val_arrays, val_targets, finalize_for=target, cfg=cfg)
+        val_ds = nncf.Dataset(list(range(len(val_arrays))), lambda i: {input_name: val_arrays[i : i + 1]})
+        qmodel = nncf.quantize_with_accuracy_control(
+            model, calib, val_ds, validation_fn=validate, max_drop=cfg.max_accuracy_drop / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE, preset=kw["preset"], target_device=kw["target_device"],
+            subset_size=kw["subset_size"], fast_bias_correction=kw["fast_bias_correction"],
+            ignored_scope=kw.get("ignored_scope"), advanced_quantization_parameters=kw["advanced_parameters"])
+        ac = _accuracy_control_report(capture.lines if capture else [])
+    else:
+        qmodel = nncf.quantize(model, calib, **kw)
+    if cfg.method == "entropy":
+        tensors = [q.input[0] for q in qmodel.graph.node if q.op_type == "QuantizeLinear"]
+        ranges = _entropy_amax(model, tensors, calib_arrays[: kw["subset_size"]], input_name,
+                               symmetric=target.quant_format == "trt-qdq")
+        set_activation_ranges(qmodel, ranges, target.quant_format)
+    info = finalize(qmodel, target, cfg)
+    del qmodel.metadata_props[:]
+    qmodel.metadata_props.extend(model.metadata_props)
+    from edgeres.stages.export import set_metadata
+
+    set_metadata(qmodel, {"edgeres.quant_format": target.quant_format, "edgeres.target": target.name,
+                          "edgeres.calibration_method": cfg.method})
+    info["accuracy_control"] = ac
+    return qmodel, info
+
+
+def _load_fp32(fp32_path, target, calib_arrays):
+    import onnx
+
     if not target.int8:
         raise EdgeresError(f"target {target.name} has no useful INT8 ({', '.join(target.precisions)} only); "
                            "deploy the FP32/FP16 export instead")
@@ -297,46 +425,38 @@ def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: Qu
     if chw[1:] != (None, None) and tuple(calib_arrays.shape[1:]) != tuple(chw):
         raise EdgeresError(f"calibration images preprocess to {tuple(calib_arrays.shape[1:])} but {fp32_path} takes {chw}; "
                            "use the model's --image-size")
-    kw = nncf_settings(target.quant_format, cfg)
-    kw["subset_size"] = min(cfg.subset_size, len(calib_arrays))
+    return model, input_name
+
+
+def quantize_onnx(fp32_path, out_path, target, calib_arrays: np.ndarray, cfg: QuantizeConfig | None = None,
+                  val_arrays: np.ndarray | None = None, val_targets: np.ndarray | None = None) -> dict:
+    """Quantize ``fp32_path`` for ``target`` with the calibration arrays; write ``out_path`` atomically.
+
+    Returns {"format", "summary", "adds_rewritten", "accuracy_control": {...} or None, "nncf_log": [...]}.
+    """
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports torch: no CUDA chatter
+    import onnx
+
+    from edgeres.utils import atomic_path
+
+    cfg = cfg or QuantizeConfig()
+    model, input_name = _load_fp32(fp32_path, target, calib_arrays)
     capture = _Capture()
     nlog = logging.getLogger("nncf")
     nlog.addHandler(capture)
-    ac = None
     try:
-        calib = nncf_dataset(calib_arrays, input_name)
-        if cfg.max_accuracy_drop is not None:
-            if val_arrays is None or len(val_arrays) == 0:
-                raise EdgeresError("--max-accuracy-drop needs validation images (--data)")
-            validate = _top1_fn(val_arrays, val_targets)
-            val_ds = nncf.Dataset(list(range(len(val_arrays))), lambda i: {input_name: val_arrays[i : i + 1]})
-            qmodel = nncf.quantize_with_accuracy_control(
-                model, calib, val_ds, validation_fn=validate, max_drop=cfg.max_accuracy_drop / 100.0,
-                drop_type=nncf.DropType.ABSOLUTE, preset=kw["preset"], target_device=kw["target_device"],
-                subset_size=kw["subset_size"], fast_bias_correction=kw["fast_bias_correction"],
-                ignored_scope=kw.get("ignored_scope"), advanced_quantization_parameters=kw["advanced_parameters"])
-            ac = _accuracy_control_report(capture.lines)
-        else:
-            qmodel = nncf.quantize(model, calib, **kw)
+        qmodel, info = _ptq(model, target, calib_arrays, cfg, input_name, (val_arrays, val_targets), capture)
     finally:
         nlog.removeHandler(capture)
-    signed = force_signed_int8(qmodel) if target.quant_format == "trt-qdq" else 0
-    adds = apply_trt_add_rule(qmodel) if target.quant_format == "trt-qdq" and cfg.trt_add_rule else []
-    del qmodel.metadata_props[:]
-    qmodel.metadata_props.extend(model.metadata_props)
-    from edgeres.stages.export import set_metadata
-
-    set_metadata(qmodel, {"edgeres.quant_format": target.quant_format, "edgeres.target": target.name,
-                          "edgeres.calibration_method": cfg.method})
     summary = qdq_summary(qmodel)
+    ac = info["accuracy_control"]
     if ac is not None:
         ac["float_layers"] = summary["float_layers"]
     onnx.checker.check_model(qmodel)
     with atomic_path(out_path) as tmp:
         onnx.save(qmodel, str(tmp))
-    return {"format": target.quant_format, "summary": summary, "adds_rewritten": len(adds), "signed_rewrites": signed,
-            "accuracy_control": ac,
-            "nncf_log": capture.lines[-40:]}
+    return {"format": target.quant_format, "summary": summary, "adds_rewritten": info["adds_rewritten"],
+            "signed_rewrites": info["signed_rewrites"], "accuracy_control": ac, "nncf_log": capture.lines[-40:]}
 
 
 def _accuracy_control_report(lines: list) -> dict:
