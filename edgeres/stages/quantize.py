@@ -327,8 +327,12 @@ def _entropy_amax(model, tensors: list, calib_arrays: np.ndarray, input_name: st
         cal = create_calibrator(path, None, augmented_model_path=os.path.join(d, "aug.onnx"),
                                 calibrate_method=CalibrationMethod.Entropy,
                                 extra_options={"symmetric": symmetric, "num_bins": 512, "num_quantized_bins": 128})
-        cal.collect_data(ArrayDataReader(calib_arrays, input_name))
-        data = cal.compute_data()
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress with print()
+            cal.collect_data(ArrayDataReader(calib_arrays, input_name))
+            data = cal.compute_data()
     out = {}
     for t in tensors:
         try:
@@ -345,7 +349,7 @@ def set_activation_ranges(qmodel, ranges: dict, quant_format: str) -> int:
     gets its own scale/zero-point initializers). Signed symmetric for TensorRT, uint8 asymmetric for x86."""
     from onnx import numpy_helper
 
-    inits = {i.name for i in qmodel.graph.initializer}
+    inits = {i.name: i for i in qmodel.graph.initializer}
     consumers = _consumers(qmodel)
     n = 0
     for q in [x for x in qmodel.graph.node if x.op_type == "QuantizeLinear"]:
@@ -353,7 +357,9 @@ def set_activation_ranges(qmodel, ranges: dict, quant_format: str) -> int:
         if src in inits or src not in ranges:
             continue
         lo, hi = ranges[src]
-        if quant_format == "trt-qdq":
+        signed = quant_format == "trt-qdq" or (len(q.input) > 2 and q.input[2] in inits
+                                                and numpy_helper.to_array(inits[q.input[2]]).dtype == np.int8)
+        if signed:  # the Q keeps its output type: a signed one stays symmetric
             amax = max(abs(lo), abs(hi), 1e-8)
             scale, zp = np.float32(amax / 127.0), np.int8(0)
         else:
@@ -399,6 +405,8 @@ def _ptq(model, target, calib_arrays, cfg: QuantizeConfig, input_name: str, val=
         tensors = [q.input[0] for q in qmodel.graph.node if q.op_type == "QuantizeLinear"]
         ranges = _entropy_amax(model, tensors, calib_arrays[: kw["subset_size"]], input_name,
                                symmetric=target.quant_format == "trt-qdq")
+        if target.quant_format == "trt-qdq":
+            force_signed_int8(qmodel)  # the Q outputs' declared type becomes int8 before the new zero-points
         set_activation_ranges(qmodel, ranges, target.quant_format)
     info = finalize(qmodel, target, cfg)
     del qmodel.metadata_props[:]
@@ -485,7 +493,7 @@ def onnx_preprocess(onnx_path) -> dict:
 
 
 def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None = None, data=None, calib_cache=None,
-                 seed: int = 0, pre_overrides: dict | None = None, calib_set=None) -> dict:
+                 seed: int = 0, pre_overrides: dict | None = None, calib_set=None, qat=None, log=None) -> dict:
     """`edgeres quantize`: choose the calibration set, write its manifest, quantize, measure FP32 vs INT8 top-1.
 
     Writes ``out``, ``<out>.calib.json`` (the manifest) and, for TensorRT 8.x targets or when asked,
@@ -513,10 +521,19 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
     val_x = val_y = None
     if data:
         splits = resolve_data(data)
-        batches = list(iter_batches(splits.val, pre, 64))
+        used = {os.path.realpath(p) for p in cs.paths}
+        held_out = [it for it in splits.val if os.path.realpath(it[0]) not in used]
+        if not held_out:
+            raise EdgeresError(f"every validation image of {data} is in the calibration set; the INT8 accuracy must be "
+                               "measured on images calibration did not use: calibrate from the train split or another folder")
+        batches = list(iter_batches(held_out, pre, 64))
         val_x = np.concatenate([b[0] for b in batches])
         val_y = np.concatenate([b[1] for b in batches])
-    info = quantize_onnx(onnx_path, out, target, arrays, cfg, val_x, val_y)
+    if cfg.int8_max_drop is not None:
+        info = quantize_within_budget(onnx_path, out, target, arrays, val_x, val_y, cfg,
+                                      qat=qat(pre) if qat is not None else None, log=log)
+    else:
+        info = quantize_onnx(onnx_path, out, target, arrays, cfg, val_x, val_y)
     manifest = f"{out}.calib.json"
     write_manifest(manifest, cs, pre)
     info["manifest"] = manifest
@@ -526,7 +543,9 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
         path = calib_cache or os.path.join(os.path.dirname(os.path.abspath(out)), "calib.cache")
         write_trt_cache(path, activation_scales_from_qdq(qmodel), trt_version=_trt_cache_version(target))
         info["calib_cache"] = path
-    if val_x is not None:
+    if info.get("budget"):
+        info["top1_fp32"], info["top1_int8"] = info["budget"]["top1_fp32"], info["budget"]["top1_int8"]
+    elif val_x is not None:
         validate = _top1_fn(val_x, val_y)
         info["top1_fp32"] = validate(onnx.load(str(onnx_path))) * 100
         info["top1_int8"] = validate(qmodel) * 100
@@ -536,3 +555,328 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
 def _trt_cache_version(target) -> str:
     v = target.trt_version or "8.5"
     return {"8.5": "8.5.2", "8.2": "8.2.1"}.get(v, v + ".0")
+
+
+# ------------------------------------------------------------------------------------------------ mixed precision
+def layer_macs(fp32_model) -> dict:
+    """{Conv/Gemm node name: MACs per image} of an FP32 classifier (static H, W), from ONNX shape inference."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.shape_inference.infer_shapes(fp32_model)
+    shapes = {}
+    for vi in list(m.graph.value_info) + list(m.graph.output):
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+    inits = {i.name: i for i in m.graph.initializer}
+    out = {}
+    for n in m.graph.node:
+        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        w = tuple(inits[n.input[1]].dims)
+        if n.op_type == "Conv":
+            o = shapes.get(n.output[0], [])
+            spatial = int(np.prod(o[2:])) if len(o) > 2 and all(o[2:]) else 0
+            out[n.name] = int(np.prod(w)) * spatial  # Cout * Cin/groups * kh * kw * Hout * Wout
+        else:
+            out[n.name] = int(np.prod(w))
+    return out
+
+
+def _int8_layers(qmodel) -> list:
+    """Conv/Gemm nodes whose weights are quantized (a DequantizeLinear feeds their weight input)."""
+    producer = {o: n for n in qmodel.graph.node for o in n.output}
+    return [n.name for n in qmodel.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1
+            and producer.get(n.input[1]) is not None and producer[n.input[1]].op_type == "DequantizeLinear"]
+
+
+def _remove_dead(model) -> None:
+    outs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | outs
+        keep = [n for n in model.graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(model.graph.node):
+            break
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    drop_unused_initializers(model)
+
+
+def keep_float(qmodel, fp32_model, layers, fp16: bool = False):
+    """A copy of the Q/DQ model with ``layers`` (node names) in floating point: their weights back to the FP32
+    export's, their input read before its Q/DQ (pass-through ops such as MaxPool are duplicated on the float path;
+    the Q/DQ stays for other readers). With ``fp16`` the layers run explicitly in FP16: FP16 weights and a Cast on
+    each side (TensorRT 11 is strongly typed: a region is FP16 only when the ONNX says so)."""
+    import copy
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = copy.deepcopy(qmodel)
+    layers = set(layers)
+    if not layers:
+        return m
+    f_nodes = {n.name: n for n in fp32_model.graph.node}
+    f_inits = {i.name: i for i in fp32_model.graph.initializer}
+    have = {i.name for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    new_nodes: dict = {}  # id(node) -> (nodes before, nodes after)
+    for n in m.graph.node:
+        if n.name not in layers:
+            continue
+        f = f_nodes[n.name]
+        for k in range(1, len(n.input)):
+            if k < len(f.input) and f.input[k]:
+                n.input[k] = f.input[k]
+                if f.input[k] in f_inits and f.input[k] not in have:
+                    m.graph.initializer.append(copy.deepcopy(f_inits[f.input[k]]))
+                    have.add(f.input[k])
+        chain, p = [], producer.get(n.input[0])
+        while p is not None and p.op_type in PASS_THROUGH:
+            chain.append(p)
+            p = producer.get(p.input[0])
+        before, after = [], []
+        if p is not None and p.op_type == "DequantizeLinear":
+            q = producer.get(p.input[0])
+            src = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else p.output[0]
+            for c in reversed(chain):  # the pass-through ops again, on the float tensor
+                dup = copy.deepcopy(c)
+                dup.name = f"{c.name}_float_{n.name}"
+                dup.input[0] = src
+                dup.output[0] = f"{c.output[0]}_float_{n.name}"
+                before.append(dup)
+                src = dup.output[0]
+            n.input[0] = src
+        if fp16:
+            cin = f"{n.input[0]}_fp16_{n.name}"
+            before.append(helper.make_node("Cast", [n.input[0]], [cin], to=TensorProto.FLOAT16,
+                                           name=f"{n.name}_cast_in_fp16"))
+            n.input[0] = cin
+            for k in range(1, len(n.input)):
+                name = n.input[k]
+                if name in have and f"{name}_fp16" not in have:
+                    init = next(i for i in m.graph.initializer if i.name == name)
+                    m.graph.initializer.append(numpy_helper.from_array(
+                        numpy_helper.to_array(init).astype(np.float16), f"{name}_fp16"))
+                    have.add(f"{name}_fp16")
+                n.input[k] = f"{name}_fp16"
+            out = n.output[0]
+            n.output[0] = f"{out}_fp16"
+            after.append(helper.make_node("Cast", [n.output[0]], [out], to=TensorProto.FLOAT, name=f"{n.name}_cast_out_fp32"))
+        new_nodes[id(n)] = (before, after)
+    nodes = []
+    for n in m.graph.node:
+        before, after = new_nodes.get(id(n), ([], []))
+        nodes += before + [n] + after
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    del m.graph.value_info[:]  # stale for rewired tensors; nothing downstream needs it
+    _remove_dead(m)
+    return m
+
+
+class _Scorer:
+    """Top-1 and logit MSE of a candidate file against the FP32 export, on held-out validation images."""
+
+    def __init__(self, fp32_model, val_x, val_y):
+        self.x, self.y = val_x, val_y
+        self.logits = _logits_fn(val_x)
+        self.ref = self.logits(fp32_model)
+        self.top1_fp32 = float((self.ref.argmax(1) == val_y).mean() * 100)
+        self.evals = 0
+
+    def __call__(self, model, idx=None) -> dict:
+        self.evals += 1
+        if idx is None:
+            lg, ref, y = self.logits(model), self.ref, self.y
+        else:
+            lg, ref, y = _logits_fn(self.x[idx])(model), self.ref[idx], self.y[idx]
+        top1 = float((lg.argmax(1) == y).mean() * 100)
+        return {"top1": top1, "drop": float((ref.argmax(1) == y).mean() * 100) - top1,
+                "mse": float(np.mean((lg - ref) ** 2))}
+
+
+def sensitivity(qmodel, fp32_model, score: _Scorer, fp16: bool, macs: dict, n_images: int = 500, progress=None) -> list:
+    """Per quantized layer, on the shipped form: the top-1 drop vs FP32 of the INT8 file with that layer alone
+    kept in floating point (and the logit MSE), with the layer's share of the MACs. Most sensitive first."""
+    idx = None
+    if len(score.y) > n_images:  # a class-stratified subset keeps it affordable on big validation sets
+        idx = np.sort(np.random.default_rng(0).choice(len(score.y), n_images, replace=False))
+    base = score(qmodel, idx)
+    total = max(1, sum(macs.values()))
+    rows = []
+    layers = _int8_layers(qmodel)
+    for i, name in enumerate(layers):
+        r = score(keep_float(qmodel, fp32_model, [name], fp16), idx)
+        rows.append({"layer": name, "macs": macs.get(name, 0), "macs_share_pct": round(100 * macs.get(name, 0) / total, 3),
+                     "drop_all_int8_points": round(base["drop"], 3), "drop_with_layer_float_points": round(r["drop"], 3),
+                     "gain_points": round(base["drop"] - r["drop"], 3), "logit_mse_all_int8": base["mse"],
+                     "logit_mse_with_layer_float": r["mse"], "mse_gain": base["mse"] - r["mse"]})
+        if progress:
+            progress(i + 1, len(layers), name)
+    rows.sort(key=lambda r: (-r["gain_points"], -r["mse_gain"]))
+    for k, r in enumerate(rows, 1):
+        r["rank"] = k
+    return rows
+
+
+def write_sensitivity(rows: list, csv_path, png_path=None) -> None:
+    """The sensitivity table as CSV and, when matplotlib is there, a bar plot (gain and MACs share per layer)."""
+    import csv
+
+    from edgeres.utils import atomic_path
+
+    if not rows:
+        return
+    cols = ["rank", "layer", "macs", "macs_share_pct", "drop_all_int8_points", "drop_with_layer_float_points",
+            "gain_points", "logit_mse_all_int8", "logit_mse_with_layer_float", "mse_gain", "kept_float"]
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    if png_path is None:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    top = rows[:30]
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(top) + 1.5))
+    ys = np.arange(len(top))[::-1]
+    ax.barh(ys, [r["mse_gain"] for r in top], color=["tab:red" if r.get("kept_float") else "tab:blue" for r in top])
+    ax.set_yticks(ys, [f"{r['layer']} ({r['macs_share_pct']:.1f}% MACs, {r['gain_points']:+.2f} pt)" for r in top],
+                  fontsize=7)
+    ax.set_xlabel("logit MSE removed when the layer alone is kept float (red: kept float in the shipped file)")
+    ax.set_title("INT8 sensitivity per layer (shipped form, held-out images)")
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _float_steps(n: int) -> list:
+    steps, k = [], 1
+    while k < n:
+        steps.append(k)
+        k = k + 1 if k < 4 else int(k * 1.5)
+    return steps + [n]
+
+
+def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val_y, cfg: QuantizeConfig,
+                           qat=None, log=None) -> dict:
+    """INT8 within ``cfg.int8_max_drop`` points of the FP32 export, measured on the file that ships.
+
+    Plain PTQ first; over budget, in the order of ``cfg.fallback``, stopping at the first that fits:
+    ``methods`` (the other calibration methods, the best kept), ``float`` (per-layer sensitivity on the shipped form,
+    the most sensitive layers kept in floating point, FP16 casts for TensorRT 11), ``qat`` (``qat``: a callable
+    qmodel -> fine-tuned qmodel, see edgeres.stages.qat). Writes ``out_path``, and the sensitivity table next to it.
+    """
+    import dataclasses
+    import time
+
+    import onnx
+
+    from edgeres.utils import atomic_path
+
+    log = log or (lambda s: None)
+    budget = cfg.int8_max_drop
+    model, input_name = _load_fp32(fp32_path, target, calib_arrays)
+    if val_x is None or len(val_x) == 0:
+        raise EdgeresError("the INT8 budget (--int8-max-drop) needs validation images that calibration did not use (--data)")
+    fp16 = target.runtime == "tensorrt" and (target.trt_family or 0) >= 11 and "fp16" in target.precisions
+    score = _Scorer(model, val_x, val_y)
+    attempts, t0 = [], time.time()
+
+    def attempt(path, qm, **extra):
+        r = score(qm)
+        a = {"path": path, "top1": r["top1"], "drop": r["drop"], "mse": r["mse"], "seconds": round(time.time() - t0, 1),
+             **extra}
+        attempts.append(a)
+        log(f"INT8 {path}: top-1 {r['top1']:.2f}% vs FP32 {score.top1_fp32:.2f}% ({-r['drop']:+.2f} points, budget "
+            f"{budget})")
+        return a
+
+    qmodel, info = _ptq(model, target, calib_arrays, cfg, input_name)
+    best = (attempt(f"ptq-{cfg.method}", qmodel, method=cfg.method), qmodel)
+    fits = lambda a: a["drop"] <= budget + 1e-9  # noqa: E731
+    sens_rows, chosen_float = [], []
+    macs = layer_macs(model)
+    for step in cfg.fallback:
+        if fits(best[0]):
+            break
+        if step == "methods":
+            for meth in [m for m in cfg.methods if m != cfg.method]:
+                qm, _ = _ptq(model, target, calib_arrays, dataclasses.replace(cfg, method=meth), input_name)
+                a = attempt(f"ptq-{meth}", qm, method=meth)
+                if (a["drop"], a["mse"]) < (best[0]["drop"], best[0]["mse"]):
+                    best = (a, qm)
+        elif step == "float":
+            base_a, base_q = best
+            log("INT8 over budget: per-layer sensitivity on the shipped form ...")
+            sens_rows = sensitivity(base_q, model, score, fp16, macs, cfg.sensitivity_images,
+                                    lambda i, n, name: log(f"  sensitivity {i}/{n} {name}") if i % 10 == 0 or i == n else None)
+            total = max(1, sum(macs.values()))
+            order = [r["layer"] for r in sens_rows]
+            for k in _float_steps(len(order)):
+                share = sum(macs.get(x, 0) for x in order[:k]) / total
+                if share > cfg.max_float_macs_share:
+                    break
+                qm = keep_float(base_q, model, order[:k], fp16)
+                a = attempt(f"ptq-{base_a.get('method', cfg.method)}+float", qm, method=base_a.get("method"),
+                            float_layers=order[:k], float_macs_share=share)
+                if a["drop"] < best[0]["drop"] or fits(a):
+                    best = (a, qm)
+                    chosen_float = order[:k]
+                if fits(a):
+                    break
+        elif step == "qat":
+            if qat is None:
+                log("INT8 over budget: QAT skipped (no PyTorch model or training images given)")
+                attempts.append({"path": "qat", "skipped": "no PyTorch model or training images"})
+                continue
+            base = next((x for x in attempts if x["path"].startswith("ptq-") and "float_layers" not in x
+                         and x.get("method") == best[0].get("method")), None)
+            base_q = best[1] if not chosen_float else _ptq(
+                model, target, calib_arrays, dataclasses.replace(cfg, method=(base or best[0]).get("method") or cfg.method),
+                input_name)[0]
+            log("INT8 over budget: quantization-aware fine-tuning (FP32 model as teacher) ...")
+            qm, qinfo = qat(base_q)
+            a = attempt("qat", qm, method=(base or best[0]).get("method"), qat=qinfo)
+            if a["drop"] < best[0]["drop"] or fits(a):
+                best, chosen_float = (a, qm), []
+        elif step not in FALLBACKS and step != "none":
+            raise EdgeresError(f"unknown INT8 fallback {step!r}; choose from {', '.join(FALLBACKS)}")
+    final_a, qmodel = best
+    for r in sens_rows:
+        r["kept_float"] = r["layer"] in chosen_float
+    total = max(1, sum(macs.values()))
+    float_share = sum(macs.get(x, 0) for x in chosen_float) / total
+    onnx.checker.check_model(qmodel)
+    with atomic_path(out_path) as tmp:
+        onnx.save(qmodel, str(tmp))
+    paths = {}
+    if sens_rows:
+        paths = {"sensitivity_csv": f"{out_path}.sensitivity.csv", "sensitivity_png": f"{out_path}.sensitivity.png"}
+        write_sensitivity(sens_rows, paths["sensitivity_csv"], paths["sensitivity_png"])
+    summary = qdq_summary(qmodel)
+    return {"format": target.quant_format, "summary": summary, "adds_rewritten": info["adds_rewritten"],
+            "signed_rewrites": info["signed_rewrites"], "accuracy_control": None,
+            "budget": {"max_drop_points": budget, "within": fits(final_a), "path": final_a["path"],
+                       "method": final_a.get("method"), "top1_fp32": score.top1_fp32, "top1_int8": final_a["top1"],
+                       "drop_points": final_a["drop"], "float_layers": chosen_float,
+                       "float_macs_share": float_share, "fp16_casts": fp16 and bool(chosen_float),
+                       "validation_images": len(val_y), "evaluations": score.evals,
+                       "seconds": round(time.time() - t0, 1), "attempts": attempts},
+            **paths}
+
+
+def budget_note(b: dict) -> str:
+    """One line for the report: which path produced the file, the layers kept in float and their MACs share."""
+    s = (f"INT8 path: {b['path']} ({'within' if b['within'] else 'OVER'} the {b['max_drop_points']}-point budget: "
+         f"{-b['drop_points']:+.2f} points vs FP32 on {b['validation_images']} held-out images)")
+    if b["float_layers"]:
+        prec = "FP16 (explicit casts)" if b.get("fp16_casts") else "float"
+        s += (f"; {len(b['float_layers'])} layers kept {prec}, {100 * b['float_macs_share']:.1f}% of MACs not INT8: "
+              + ", ".join(b["float_layers"][:6]) + (" ..." if len(b["float_layers"]) > 6 else ""))
+    return s
