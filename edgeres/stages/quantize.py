@@ -493,7 +493,8 @@ def onnx_preprocess(onnx_path) -> dict:
 
 
 def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None = None, data=None, calib_cache=None,
-                 seed: int = 0, pre_overrides: dict | None = None, calib_set=None, qat=None, log=None) -> dict:
+                 seed: int = 0, pre_overrides: dict | None = None, calib_set=None, qat=None, log=None,
+                 splits=None) -> dict:
     """`edgeres quantize`: choose the calibration set, write its manifest, quantize, measure FP32 vs INT8 top-1.
 
     Writes ``out``, ``<out>.calib.json`` (the manifest) and, for TensorRT 8.x targets or when asked,
@@ -519,12 +520,12 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
     cs = calib_set or calibration_set_from(calib_dir, cfg.subset_size, seed)
     arrays = load_arrays(cs, pre)
     val_x = val_y = None
-    if data:
-        splits = resolve_data(data)
+    if data or splits is not None:
+        splits = splits if splits is not None else resolve_data(data)
         used = {os.path.realpath(p) for p in cs.paths}
         held_out = [it for it in splits.val if os.path.realpath(it[0]) not in used]
         if not held_out:
-            raise EdgeresError(f"every validation image of {data} is in the calibration set; the INT8 accuracy must be "
+            raise EdgeresError(f"every validation image of {splits.root} is in the calibration set; the INT8 accuracy must be "
                                "measured on images calibration did not use: calibrate from the train split or another folder")
         batches = list(iter_batches(held_out, pre, 64))
         val_x = np.concatenate([b[0] for b in batches])
