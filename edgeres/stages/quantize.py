@@ -826,7 +826,7 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
                 qm = keep_float(base_q, model, order[:k], fp16)
                 a = attempt(f"ptq-{base_a.get('method', cfg.method)}+float", qm, method=base_a.get("method"),
                             float_layers=order[:k], float_macs_share=share)
-                if a["drop"] < best[0]["drop"] or fits(a):
+                if (a["drop"], a["mse"]) < (best[0]["drop"], best[0]["mse"]) or fits(a):
                     best = (a, qm)
                     chosen_float = order[:k]
                 if fits(a):
@@ -844,7 +844,7 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
             log("INT8 over budget: quantization-aware fine-tuning (FP32 model as teacher) ...")
             qm, qinfo = qat(base_q)
             a = attempt("qat", qm, method=(base or best[0]).get("method"), qat=qinfo)
-            if a["drop"] < best[0]["drop"] or fits(a):
+            if (a["drop"], a["mse"]) < (best[0]["drop"], best[0]["mse"]) or fits(a):
                 best, chosen_float = (a, qm), []
         elif step not in FALLBACKS and step != "none":
             raise EdgeresError(f"unknown INT8 fallback {step!r}; choose from {', '.join(FALLBACKS)}")
