@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeres.errors import EdgeresError
 from edgeres.onnx_check import check_file, check_model
 from edgeres.stages import quantize as Q
 from edgeres.stages.quantize import QuantizeConfig, run_quantize
@@ -30,6 +29,7 @@ def fp32_onnx(tmp_path_factory, tiny_ckpt):
 @pytest.fixture(scope="module")
 def arrays(demo_data):
     from edgeres.calibration import calibration_set_from, load_arrays
+
     from edgeres.data import Preprocess, resolve_data
     from edgeres.metrics import iter_batches
 
@@ -64,7 +64,7 @@ def _spy(monkeypatch):
 def test_budget_is_checked_on_the_shipped_form(monkeypatch, tmp_path, fp32_onnx, arrays):
     """Every candidate the budget measures is signed INT8 with the Add rule applied (NNCF's raw graph has UINT8
     post-ReLU activations and Q/DQ on both inputs of each Add); so does NNCF's accuracy control's validation."""
-    pre, calib, vx, vy = arrays
+    _pre, calib, vx, vy = arrays
     seen = _spy(monkeypatch)
     t = get_target("jetson-orin-nano")
     cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1.0, fallback=("methods",), methods=("histogram", "minmax"))
@@ -75,7 +75,6 @@ def test_budget_is_checked_on_the_shipped_form(monkeypatch, tmp_path, fp32_onnx,
     assert [a["path"] for a in b["attempts"]] == ["ptq-histogram", "ptq-minmax"] and not b["within"]
     # the raw NNCF graph is UINT8 / Q/DQ on both Add inputs; the accuracy-control validator finalizes it first
     import nncf
-
     from edgeres.calibration import nncf_dataset
 
     model = onnx.load(fp32_onnx)
@@ -92,6 +91,7 @@ def test_budget_uses_images_calibration_did_not_use(tmp_path, fp32_onnx, demo_da
     import os
 
     from edgeres.calibration import calibration_set_from
+
     from edgeres.data import resolve_data
 
     val = [p for p, _ in resolve_data(demo_data).val]
@@ -105,7 +105,7 @@ def test_budget_uses_images_calibration_did_not_use(tmp_path, fp32_onnx, demo_da
 
 @pytest.fixture(scope="module")
 def float_fallback(tmp_path_factory, fp32_onnx, arrays):
-    pre, calib, vx, vy = arrays
+    _pre, calib, vx, vy = arrays
     d = tmp_path_factory.mktemp("fb")
     cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1.0, fallback=("float",), max_float_macs_share=0.12,
                          sensitivity_images=30)
@@ -132,11 +132,13 @@ def test_float_fallback_reports_layers_and_passes_check_onnx(float_fallback, fp3
     note = Q.budget_note(b)
     assert b["float_layers"][0] in note and "% of MACs" in note and "FP16" in note
     # the sensitivity table: every INT8 layer, its MACs share, the kept ones marked
-    rows = list(csv.DictReader(open(info["sensitivity_csv"])))
+    with open(info["sensitivity_csv"]) as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 21  # ResNet18: 20 Conv + the fc Gemm
     assert {r["layer"] for r in rows if r["kept_float"] == "True"} == set(b["float_layers"])
     assert abs(sum(float(r["macs_share_pct"]) for r in rows) - 100) < 1.0
-    assert open(info["sensitivity_png"], "rb").read(8).startswith(b"\x89PNG")
+    with open(info["sensitivity_png"], "rb") as f:
+        assert f.read(8).startswith(b"\x89PNG")
     # the mixed file passes check-onnx for each TensorRT family
     for t in ("jetson-xavier-nx", "jetson-orin-nano", "jetson-thor"):
         assert check_file(path, get_target(t)) == [], t
@@ -154,7 +156,7 @@ def test_trt10_mixed_file_warns_on_trt11_only(float_fallback):
 
 def test_keep_float_restores_fp32_outputs(fp32_onnx, arrays):
     """With every layer kept float and the activation Q/DQ bypassed, the file computes the FP32 export again."""
-    pre, calib, vx, vy = arrays
+    _pre, calib, vx, _vy = arrays
     model = onnx.load(fp32_onnx)
     t = get_target("jetson-orin-nano")
     qm, _ = Q._ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
@@ -173,7 +175,7 @@ def test_qat_end_to_end(tmp_path, fp32_onnx, tiny_ckpt, demo_data, arrays):
     from edgeres.data import resolve_data
     from edgeres.stages.qat import make_qat
 
-    pre, calib, vx, vy = arrays
+    pre, calib, vx, _vy = arrays
     splits = resolve_data(demo_data)
     t = get_target("jetson-orin-nano")
     model = onnx.load(fp32_onnx)

@@ -45,7 +45,7 @@ def fold_batchnorm(model) -> int:
     """Fold each BatchNorm2d into the Conv2d before it (torchvision ResNet naming: convK/bnK, downsample.0/.1,
     the stem's conv1/bn1), as the ONNX export does; the BN becomes Identity. Returns the number folded."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     mods = dict(model.named_modules())
     n = 0
@@ -85,7 +85,7 @@ def _qdq_params(inits, q_node) -> tuple:
 
 def _make_modules():
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     class ActFQ(nn.Module):
         """Per-tensor fake-quant with a learnable scale (LSQ), zero-point fixed."""
@@ -121,7 +121,7 @@ def _make_modules():
 def attach_fake_quant(model, qmodel) -> dict:
     """Put the Q/DQ graph's quantizers on ``model`` (BN folded). Returns {"layers": {onnx name: module name},
     "act": {Q node name: ActFQ}, "weights": {onnx name: WeightFQ}, "hooks": [...]}."""
-    import torch.nn as nn
+    from torch import nn
     from torch.nn.utils import parametrize
 
     from edgeres.stages.quantize import PASS_THROUGH

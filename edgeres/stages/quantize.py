@@ -8,8 +8,16 @@
 * ``x86-cpu`` (``ort-u8s8``): ONNX Runtime's fast path: uint8 (asymmetric) activations, int8 per-channel weights.
 
 Calibration methods: ``histogram`` (the default: MSE-optimal ranges from histograms), ``nncf-default`` (NNCF's own
-range estimator), ``minmax``, ``mean-minmax``, ``percentile``. Fast bias correction is on by default. ``max_accuracy_drop`` runs NNCF's accuracy control,
-which keeps the most sensitive layers in floating point until the INT8 model is within the budget.
+range estimator), ``minmax``, ``mean-minmax``, ``percentile``, ``entropy`` (KL thresholds, TensorRT's calibrator,
+computed with ONNX Runtime's EntropyCalibrater on NNCF's Q/DQ placement). Fast bias correction is on by default.
+
+The INT8 budget (``int8_max_drop``, points of top-1 against the FP32 export) is always measured on the file that
+ships (the target's form: signed Q/DQ and the Add rule applied), on validation images calibration did not use. Over
+budget, ``fallback`` is tried in order, stopping at the first that fits: ``methods`` (the other calibration methods,
+the best kept), ``float`` (per-layer sensitivity on the shipped form; the most sensitive layers lose their Q/DQ and
+run in floating point: FP16 on TensorRT, explicit FP16 casts for TensorRT 11's strongly typed networks, FP32 on x86),
+``qat`` (edgeres.stages.qat). ``max_accuracy_drop`` runs NNCF's own accuracy control instead (its validation also
+sees the shipped form).
 """
 
 from __future__ import annotations
@@ -562,7 +570,6 @@ def _trt_cache_version(target) -> str:
 def layer_macs(fp32_model) -> dict:
     """{Conv/Gemm node name: MACs per image} of an FP32 classifier (static H, W), from ONNX shape inference."""
     import onnx
-    from onnx import numpy_helper
 
     m = onnx.shape_inference.infer_shapes(fp32_model)
     shapes = {}
@@ -800,7 +807,9 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
 
     qmodel, info = _ptq(model, target, calib_arrays, cfg, input_name)
     best = (attempt(f"ptq-{cfg.method}", qmodel, method=cfg.method), qmodel)
-    fits = lambda a: a["drop"] <= budget + 1e-9  # noqa: E731
+    def fits(a):
+        return a["drop"] <= budget + 1e-9
+
     sens_rows, chosen_float = [], []
     macs = layer_macs(model)
     for step in cfg.fallback:
