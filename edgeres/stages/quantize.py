@@ -801,12 +801,12 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
         a = {"path": path, "top1": r["top1"], "drop": r["drop"], "mse": r["mse"], "seconds": round(time.time() - t0, 1),
              **extra}
         attempts.append(a)
-        log(f"INT8 {path}: top-1 {r['top1']:.2f}% vs FP32 {score.top1_fp32:.2f}% ({-r['drop']:+.2f} points, budget "
+        log(f"INT8 {path}: top-1 {r['top1']:.2f}% vs FP32 {score.top1_fp32:.2f}% ({0.0 - r['drop']:+.2f} points, budget "
             f"{budget})")
         return a
 
     qmodel, info = _ptq(model, target, calib_arrays, cfg, input_name)
-    best = (attempt(f"ptq-{cfg.method}", qmodel, method=cfg.method), qmodel)
+    best = best_int8 = (attempt(f"ptq-{cfg.method}", qmodel, method=cfg.method), qmodel)
     def fits(a):
         return a["drop"] <= budget + 1e-9
 
@@ -820,7 +820,7 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
                 qm, _ = _ptq(model, target, calib_arrays, dataclasses.replace(cfg, method=meth), input_name)
                 a = attempt(f"ptq-{meth}", qm, method=meth)
                 if (a["drop"], a["mse"]) < (best[0]["drop"], best[0]["mse"]):
-                    best = (a, qm)
+                    best = best_int8 = (a, qm)
         elif step == "float":
             base_a, base_q = best
             log("INT8 over budget: per-layer sensitivity on the shipped form ...")
@@ -845,14 +845,15 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
                 log("INT8 over budget: QAT skipped (no PyTorch model or training images given)")
                 attempts.append({"path": "qat", "skipped": "no PyTorch model or training images"})
                 continue
-            base = next((x for x in attempts if x["path"].startswith("ptq-") and "float_layers" not in x
-                         and x.get("method") == best[0].get("method")), None)
-            base_q = best[1] if not chosen_float else _ptq(
-                model, target, calib_arrays, dataclasses.replace(cfg, method=(base or best[0]).get("method") or cfg.method),
-                input_name)[0]
+            base, base_q = best_int8  # QAT starts from the best all-INT8 file (no float layers)
             log("INT8 over budget: quantization-aware fine-tuning (FP32 model as teacher) ...")
-            qm, qinfo = qat(base_q)
-            a = attempt("qat", qm, method=(base or best[0]).get("method"), qat=qinfo)
+            try:
+                qm, qinfo = qat(base_q)
+            except EdgeresError as e:  # e.g. a TorchScript model, no training split: QAT cannot run, say why
+                log(f"INT8 over budget: QAT skipped ({e})")
+                attempts.append({"path": "qat", "skipped": str(e)})
+                continue
+            a = attempt("qat", qm, method=base.get("method"), qat=qinfo)
             if (a["drop"], a["mse"]) < (best[0]["drop"], best[0]["mse"]) or fits(a):
                 best, chosen_float = (a, qm), []
         elif step not in FALLBACKS and step != "none":
@@ -884,7 +885,10 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
 def budget_note(b: dict) -> str:
     """One line for the report: which path produced the file, the layers kept in float and their MACs share."""
     s = (f"INT8 path: {b['path']} ({'within' if b['within'] else 'OVER'} the {b['max_drop_points']}-point budget: "
-         f"{-b['drop_points']:+.2f} points vs FP32 on {b['validation_images']} held-out images)")
+         f"{0.0 - b['drop_points']:+.2f} points vs FP32 on {b['validation_images']} held-out images)")
+    skipped = [f"{a['path']} skipped: {a['skipped']}" for a in b.get("attempts", []) if a.get("skipped")]
+    if skipped and not b["within"]:
+        s += "; " + "; ".join(skipped)
     if b["float_layers"]:
         prec = "FP16 (explicit casts)" if b.get("fp16_casts") else "float"
         s += (f"; {len(b['float_layers'])} layers kept {prec}, {100 * b['float_macs_share']:.1f}% of MACs not INT8: "
