@@ -753,7 +753,12 @@ def write_sensitivity(rows: list, csv_path, png_path=None) -> None:
     fig, ax = plt.subplots(figsize=(10, 0.28 * len(top) + 1.5))
     ys = np.arange(len(top))[::-1]
     ax.barh(ys, [r["mse_gain"] for r in top], color=["tab:red" if r.get("kept_float") else "tab:blue" for r in top])
-    ax.set_yticks(ys, [f"{r['layer']} ({r['macs_share_pct']:.1f}% MACs, {r['gain_points']:+.2f} pt)" for r in top],
+    def short(name):  # /layer1/layer1.0/conv1/Conv -> layer1.0/conv1
+        parts = name.strip("/").split("/")[:-1]
+        keep = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
+        return "/".join(keep) or name
+
+    ax.set_yticks(ys, [f"{short(r['layer'])} ({r['macs_share_pct']:.1f}% MACs, {r['gain_points']:+.2f} pt)" for r in top],
                   fontsize=7)
     ax.set_xlabel("logit MSE removed when the layer alone is kept float (red: kept float in the shipped file)")
     ax.set_title("INT8 sensitivity per layer (shipped form, held-out images)")
