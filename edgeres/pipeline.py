@@ -256,8 +256,10 @@ def stage_quantize(ctx: Context) -> StageResult:
     from edgeres.stages.quantize import budget_note
 
     budget = cfg.quant_max_drop if cfg.quant_max_drop is not None else cfg.int8_max_drop  # the old name is an alias
+    steps = cfg.int8_fallback.split(",") if isinstance(cfg.int8_fallback, str) else cfg.int8_fallback  # YAML: either
     qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=budget,
-                        fallback=tuple(cfg.int8_fallback), qat_epochs=cfg.qat_epochs)
+                        fallback=tuple(x.strip() for x in steps if x.strip() and x.strip() != "none"),
+                        qat_epochs=cfg.qat_epochs)
     out = d / "model_int8.onnx"
     qat = make_qat(ctx.artifact("prune", "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
                    lr=qc.qat_lr, batch_size=cfg.batch_size, trust_model=cfg.trust_model, log=ctx.log)
