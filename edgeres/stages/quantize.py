@@ -637,22 +637,30 @@ def keep_float(qmodel, fp32_model, layers, fp16: bool = False):
                 if f.input[k] in f_inits and f.input[k] not in have:
                     m.graph.initializer.append(copy.deepcopy(f_inits[f.input[k]]))
                     have.add(f.input[k])
-        chain, p = [], producer.get(n.input[0])
-        while p is not None and p.op_type in PASS_THROUGH:
-            chain.append(p)
-            p = producer.get(p.input[0])
         before, after = [], []
-        if p is not None and p.op_type == "DequantizeLinear":
-            q = producer.get(p.input[0])
-            src = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else p.output[0]
-            for c in reversed(chain):  # the pass-through ops again, on the float tensor
-                dup = copy.deepcopy(c)
-                dup.name = f"{c.name}_float_{n.name}"
+
+        def float_source(t, layer=n.name, before=before):
+            """The float version of tensor ``t``: read before its Q/DQ; pass-through ops (MaxPool, pooling,
+            Flatten) on the way are duplicated on the float path (the quantized path stays for other readers)."""
+            p = producer.get(t)
+            if p is None:
+                return t
+            if p.op_type == "DequantizeLinear":
+                q = producer.get(p.input[0])
+                return float_source(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else t
+            if p.op_type in PASS_THROUGH:
+                src = float_source(p.input[0])
+                if src == p.input[0]:
+                    return t
+                dup = copy.deepcopy(p)
+                dup.name = f"{p.name}_float_{layer}"
                 dup.input[0] = src
-                dup.output[0] = f"{c.output[0]}_float_{n.name}"
+                dup.output[0] = f"{p.output[0]}_float_{layer}"
                 before.append(dup)
-                src = dup.output[0]
-            n.input[0] = src
+                return dup.output[0]
+            return t
+
+        n.input[0] = float_source(n.input[0])
         if fp16:
             cin = f"{n.input[0]}_fp16_{n.name}"
             before.append(helper.make_node("Cast", [n.input[0]], [cin], to=TensorProto.FLOAT16,
