@@ -1,15 +1,35 @@
-"""FP32 vs INT8 on a trained model and its data, for both INT8 flavours (TensorRT s8 Q/DQ, ORT x86 u8s8) and the
-calibration methods: top-1 (ONNX Runtime), size, and ORT latency, side by side in one run.
+"""FP32 vs INT8 top-1 on a trained model and its data, per INT8 path, side by side in one run:
+
+* ``ptq-<method>``: plain post-training quantization with each calibration method (both INT8 flavours: TensorRT s8
+  Q/DQ, ORT x86 u8s8), with the ONNX Runtime latency of each file;
+* ``ptq+fallback``: the budget loop (other methods, then the most sensitive layers kept float: FP16 casts on
+  TensorRT 11) with ``--fallback-budget`` points (default 0.1), the layers kept float and their MACs share;
+* ``qat``: quantization-aware fine-tuning from the PTQ file (forced, whatever the budget), FP32 teacher.
+
+Each row has the seconds that path adds to ``optimize`` (quantize stage only). Top-1 is measured on the validation
+images (calibration uses the training split). Record the CPU flags beside the figures.
 
     python benchmarks/bench_quantize.py --model runs/demo/model.pt --data runs/demo/data \
-        --out benchmarks/results/quantize.csv [--methods histogram nncf-default minmax]
+        --out benchmarks/results/quantize.csv [--targets jetson-orin-nano x86-cpu] [--methods histogram entropy] \
+        [--paths ptq fallback qat] [--fallback-target jetson-thor]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import time
 
 from common import random_images, scratch_dir, time_fn, write_rows
+
+
+def cpu_flags() -> str:
+    try:
+        out = subprocess.run(["grep", "-o", "-w", r"avx2\|avx512_vnni\|amx_int8", "/proc/cpuinfo"], capture_output=True, check=False,
+                             text=True).stdout.split()
+        return " ".join(sorted(set(out)))
+    except OSError:
+        return ""
 
 
 def main() -> None:
@@ -18,19 +38,26 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", default="benchmarks/results/quantize.csv")
     ap.add_argument("--targets", nargs="+", default=["jetson-orin-nano", "x86-cpu"])
-    ap.add_argument("--methods", nargs="+", default=["histogram", "nncf-default", "minmax"])
+    ap.add_argument("--methods", nargs="+", default=["histogram", "percentile", "entropy", "minmax"])
+    ap.add_argument("--paths", nargs="+", default=["ptq", "fallback", "qat"], choices=["ptq", "fallback", "qat"])
+    ap.add_argument("--fallback-target", default="jetson-thor", help="Target of the fallback and QAT rows.")
+    ap.add_argument("--fallback-budget", type=float, default=0.1)
+    ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--calib-size", type=int, default=512)
     ap.add_argument("--min-time", type=float, default=2.0)
     args = ap.parse_args()
 
+    from edgeres.data import resolve_data
     from edgeres.evaluate import evaluate_artifact
     from edgeres.models import load_model
     from edgeres.runtimes.ort import OrtRuntime
     from edgeres.stages import resolve_model_preprocess
     from edgeres.stages.export import export_onnx
-    from edgeres.stages.quantize import QuantizeConfig, run_quantize
+    from edgeres.stages.qat import make_qat
+    from edgeres.stages.quantize import QuantizeConfig, budget_note, run_quantize
     from edgeres.targets import get_target
 
+    flags = cpu_flags()
     tmp = scratch_dir("edgeres-quant-")
     lm = load_model(args.model)
     pre = resolve_model_preprocess(lm.meta.preprocess, None)
@@ -38,23 +65,47 @@ def main() -> None:
     export_onnx(lm.model, fp32, pre, lm.meta)
     x = random_images(1, pre.size)
 
-    def row(name, target, method, path, top1):
-        rt = OrtRuntime(path)
+    def row(name, target, path, file, top1, fp32_top1=None, seconds=None, note=""):
+        rt = OrtRuntime(file)
         t = time_fn(lambda: rt.run(x), 1, args.min_time)
-        return {"runtime": name, "target": target, "method": method, "batch": 1, "top1": round(top1, 2),
-                "size_mb": round(path.stat().st_size / 1e6, 2), **t}
+        return {"runtime": name, "target": target, "path": path, "batch": 1, "top1": round(top1, 2),
+                "top1_delta_vs_fp32": round(top1 - fp32_top1, 2) if fp32_top1 is not None else "",
+                "seconds_added": seconds if seconds is not None else "", "size_mb": round(file.stat().st_size / 1e6, 2),
+                "note": note, "cpu_flags": flags, **t}
 
     base_top1 = evaluate_artifact(fp32, args.data, pre, progress=False)["top1"]
     rows = [row("FP32", "", "", fp32, base_top1)]
-    for tname in args.targets:
-        t = get_target(tname)
-        for method in args.methods:
-            out = tmp / f"{tname}-{method}.onnx"
-            info = run_quantize(fp32, args.data, t, out, QuantizeConfig(method=method, subset_size=args.calib_size),
-                                data=args.data)
-            r = row(f"INT8 {t.quant_format}", tname, method, out, info["top1_int8"])
-            r["top1_delta"] = round(info["top1_int8"] - info["top1_fp32"], 2)
-            rows.append(r)
+    if "ptq" in args.paths:
+        for tname in args.targets:
+            t = get_target(tname)
+            for method in args.methods:
+                out = tmp / f"{tname}-{method}.onnx"
+                t0 = time.time()
+                info = run_quantize(fp32, args.data, t, out, QuantizeConfig(method=method, subset_size=args.calib_size),
+                                    data=args.data)
+                rows.append(row(f"INT8 {t.quant_format}", tname, f"ptq-{method}", out, info["top1_int8"],
+                                info["top1_fp32"], round(time.time() - t0, 1)))
+    ft = get_target(args.fallback_target)
+    if "fallback" in args.paths:
+        out = tmp / "fallback.onnx"
+        t0 = time.time()
+        info = run_quantize(fp32, args.data, ft, out, QuantizeConfig(subset_size=args.calib_size,
+                            int8_max_drop=args.fallback_budget, fallback=("methods", "float")), data=args.data, log=print)
+        b = info["budget"]
+        rows.append(row(f"INT8 {ft.quant_format}", ft.name, f"ptq+fallback ({args.fallback_budget} pt)", out,
+                        b["top1_int8"], b["top1_fp32"], round(time.time() - t0, 1), budget_note(b)))
+    if "qat" in args.paths:
+        out = tmp / "qat.onnx"
+        qat = make_qat(args.model, resolve_data(args.data), tmp / "qat_work", epochs=args.qat_epochs, lr=1e-5, log=print)
+        t0 = time.time()
+        # a budget nothing meets forces the QAT step after plain PTQ; its own figures are the "qat" attempt
+        info = run_quantize(fp32, args.data, ft, out, QuantizeConfig(subset_size=args.calib_size, int8_max_drop=-1e9,
+                            fallback=("qat",)), data=args.data, qat=qat, log=print)
+        b = info["budget"]
+        a = next(x for x in b["attempts"] if x["path"] == "qat")
+        rows.append({"runtime": f"INT8 {ft.quant_format}", "target": ft.name, "path": "qat", "batch": 1,
+                     "top1": round(a["top1"], 2), "top1_delta_vs_fp32": round(a["top1"] - b["top1_fp32"], 2),
+                     "seconds_added": round(time.time() - t0, 1), "note": f"QAT {a['qat']}", "cpu_flags": flags})
     write_rows(args.out, rows, ref_key=("runtime", "FP32"), ratio_col="speedup_vs_fp32")
 
 

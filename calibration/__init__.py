@@ -160,9 +160,15 @@ class ArrayDataReader:
 
 # ------------------------------------------------------------------------------------------ TensorRT calibration cache
 def trt_cache_header(trt_version: str = "8.5.2", algorithm: str = "EntropyCalibration2") -> str:
-    """``TRT-8502-EntropyCalibration2``: the version as major*1000 + minor*100 + patch, as TensorRT writes it."""
+    """``TRT-8502-EntropyCalibration2``: the header TensorRT writes, ``TRT-<NV_TENSORRT_VERSION>-<algorithm>``.
+
+    NV_TENSORRT_VERSION is major*1000 + minor*100 + patch up to 8.x (include/NvInferRuntimeCommon.h at 8.5.2:
+    kNV_TENSORRT_VERSION_IMPL) and major*10000 + minor*100 + patch from 10.0 on (include/NvInferRuntimeBase.h at
+    v10.0.0, v10.3.0, v11.0: NV_TENSORRT_VERSION_INT), so 10.3.0 is ``TRT-100300-...``, not ``TRT-10300-...``.
+    """
     parts = [int(p) for p in (str(trt_version).split(".") + ["0", "0"])[:3]]
-    return f"TRT-{parts[0] * 1000 + parts[1] * 100 + parts[2]}-{algorithm}"
+    mult = 10000 if parts[0] >= 10 else 1000
+    return f"TRT-{parts[0] * mult + parts[1] * 100 + parts[2]}-{algorithm}"
 
 
 def scale_to_hex(scale: float) -> str:

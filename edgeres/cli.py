@@ -364,28 +364,54 @@ def export_cmd(model_path, out, opset, fixed_batch, no_simplify, data, num_class
 @click.option("--target", required=True, help="Target profile: decides the INT8 flavour (TensorRT s8 Q/DQ or ORT u8s8).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--calib-size", type=click.IntRange(1), default=512, show_default=True)
-@click.option("--method", type=click.Choice(["histogram", "nncf-default", "minmax", "mean-minmax", "percentile"]),
+@click.option("--method", type=click.Choice(["histogram", "nncf-default", "minmax", "mean-minmax", "percentile", "entropy"]),
               default="histogram", show_default=True,
-              help="Activation range estimator: histogram = MSE-optimal ranges; nncf-default = NNCF's own.")
+              help="Activation range estimator: histogram = MSE-optimal ranges; entropy = KL (TensorRT's); "
+                   "nncf-default = NNCF's own.")
 @click.option("--no-bias-correction", is_flag=True)
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, min_open=True), default=None,
-              help="Keep sensitive layers in float until top-1 is within this many points of FP32 (needs --data).")
-@click.option("--data", type=click.Path(), default=None, help="Validation images for accuracy (and --max-accuracy-drop).")
+@click.option("--int8-max-drop", "--max-accuracy-drop", "int8_max_drop", type=click.FloatRange(0), default=None,
+              help="INT8 budget: top-1 points the INT8 file may lose against this FP32 file, measured on the file "
+                   "that ships, on --data's validation images (not used for calibration). Over budget, --fallback "
+                   "is tried in order. Default: plain PTQ, no budget.")
+@click.option("--fallback", default="methods,float,qat", show_default=True,
+              help="Over budget, in order (first that fits wins): methods = the other calibration methods; float = "
+                   "the most sensitive layers kept float (FP16 on TensorRT); qat = quantization-aware fine-tuning "
+                   "(needs --model and --data's train split).")
+@click.option("--model", "model_path", type=click.Path(), default=None,
+              help="The PyTorch model this ONNX file was exported from (for the qat fallback).")
+@click.option("--qat-epochs", type=click.IntRange(1, 5), default=1, show_default=True)
+@click.option("--data", type=click.Path(), default=None, help="Validation images for accuracy (and --int8-max-drop).")
 @click.option("--calib-cache", "calib_cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT calibration cache (default for TensorRT 8.x targets: OUT's folder/calib.cache).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @preprocess_options
-def quantize_cmd(onnx_path, calib, target, out, calib_size, method, no_bias_correction, max_accuracy_drop, data,
-                 calib_cache, seed, image_size, crop_ratio, mean, std):
-    """INT8 post-training quantization with NNCF, right for the target's runtime."""
-    from edgeres.stages.quantize import QuantizeConfig, run_quantize
+def quantize_cmd(onnx_path, calib, target, out, calib_size, method, no_bias_correction, int8_max_drop, fallback,
+                 model_path, qat_epochs, data, calib_cache, seed, image_size, crop_ratio, mean, std):
+    """INT8 post-training quantization with NNCF, right for the target's runtime; with --int8-max-drop, kept
+    within that budget of FP32 (other calibration methods, float layers, QAT)."""
+    from edgeres.stages.quantize import FALLBACKS, QuantizeConfig, run_quantize
     from edgeres.targets import get_target
 
     t = get_target(target)
+    steps = tuple(x.strip() for x in fallback.split(",") if x.strip() and x.strip() != "none")
+    bad = [x for x in steps if x not in FALLBACKS]
+    if bad:
+        raise click.BadParameter(f"unknown fallback {', '.join(bad)}; choose from {', '.join(FALLBACKS)}",
+                                 param_hint="--fallback")
+    if int8_max_drop is not None and not data:
+        raise click.UsageError("--int8-max-drop needs --data (validation images to measure the INT8 file on)")
     cfg = QuantizeConfig(method=method, subset_size=calib_size, bias_correction=not no_bias_correction,
-                         max_accuracy_drop=max_accuracy_drop)
+                         int8_max_drop=int8_max_drop, fallback=steps, qat_epochs=qat_epochs)
+    qat = None
+    if int8_max_drop is not None and "qat" in steps and model_path:
+        from edgeres.data import resolve_data
+        from edgeres.stages.qat import make_qat
+
+        qat = make_qat(model_path, resolve_data(data), Path(out).parent / ".qat_work", epochs=qat_epochs,
+                       lr=cfg.qat_lr, log=click.echo)
     res = run_quantize(onnx_path, calib, t, out, cfg, data=data, calib_cache=calib_cache, seed=seed,
-                       pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+                       pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std),
+                       qat=qat, log=lambda m: click.echo(m, err=True))
     s = res["summary"]
     click.echo(f"wrote {out} for {t.name} ({res['format']}): {s['int8_layers']} INT8 layers, "
                f"{len(s['float_layers'])} float, Q/DQ dtypes {s['qdq_dtypes']}; manifest {res['manifest']}")
@@ -399,6 +425,12 @@ def quantize_cmd(onnx_path, calib, target, out, calib_size, method, no_bias_corr
         click.echo(f"accuracy control kept {len(ac['float_layers'])} layers in float: {', '.join(ac['float_layers']) or '-'}")
         for st in ac["steps"]:
             click.echo(f"  reverted {st['reverted']} ops -> drop {st.get('drop_after_points', float('nan')):.2f} points")
+    if res.get("budget"):
+        from edgeres.stages.quantize import budget_note
+
+        click.echo(budget_note(res["budget"]))
+        if res.get("sensitivity_csv"):
+            click.echo(f"sensitivity per layer: {res['sensitivity_csv']} ({Path(res['sensitivity_png']).name})")
 
 
 # ------------------------------------------------------------------------------------------------ check-onnx
@@ -462,11 +494,19 @@ def optimize_options(f):
         click.option("--sparsity", type=click.Choice(["2:4"]), default=None, help="Also apply 2:4 sparsity (Orin/Thor)."),
         click.option("--finetune-epochs", type=click.IntRange(0), default=None, help="Distillation fine-tuning after pruning (default 3)."),
         click.option("--max-accuracy-drop", type=click.FloatRange(0), default=None,
-                     help="Accuracy budget in top-1 points for the recommendation (default 1.0)."),
-        click.option("--quant-max-drop", type=click.FloatRange(0, min_open=True), default=None,
-                     help="Accuracy-aware INT8: keep sensitive layers in float until within this many points."),
+                     help="The recommendation's budget: top-1 points any artifact may lose against the BASELINE "
+                          "model (default 1.0)."),
+        click.option("--int8-max-drop", type=click.FloatRange(0), default=None,
+                     help="The INT8 file's own budget: top-1 points it may lose against its FP32 EXPORT, measured on "
+                          "the file that ships (default 0.5). Over it: other calibration methods, then the most "
+                          "sensitive layers in float (FP16 on TensorRT), then QAT (see --int8-fallback)."),
+        click.option("--int8-fallback", default=None,
+                     help="Comma list, tried in order over the INT8 budget (default methods,float,qat; 'none': plain PTQ)."),
+        click.option("--quant-max-drop", type=click.FloatRange(0), default=None,
+                     help="Deprecated alias of --int8-max-drop."),
         click.option("--calib-size", type=click.IntRange(1), default=None, help="Calibration images (default 512)."),
-        click.option("--calib-method", type=click.Choice(["histogram", "nncf-default", "minmax", "mean-minmax", "percentile"]),
+        click.option("--calib-method", type=click.Choice(["histogram", "nncf-default", "minmax", "mean-minmax", "percentile",
+                                                          "entropy"]),
                      default=None, help="Activation range estimator (default histogram: MSE-optimal ranges)."),
         click.option("--force", multiple=True, help="Redo this stage and every later one (repeatable)."),
         click.option("--config", "config_file", type=click.Path(), default=None, help="YAML file of options (flags override it)."),
@@ -477,6 +517,20 @@ def optimize_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _fallback_list(text):
+    """--int8-fallback "methods,float" -> ["methods", "float"]; "none" -> [] (plain PTQ); None stays None."""
+    if text is None:
+        return None
+    from edgeres.stages.quantize import FALLBACKS
+
+    steps = [x.strip() for x in text.split(",") if x.strip() and x.strip() != "none"]
+    bad = [x for x in steps if x not in FALLBACKS]
+    if bad:
+        raise click.BadParameter(f"unknown step {', '.join(bad)}; choose from {', '.join(FALLBACKS)} or none",
+                                 param_hint="--int8-fallback")
+    return steps
 
 
 def _build_config(ctx, config_file, cli_values: dict, base: dict | None = None):
@@ -542,8 +596,9 @@ def _print_result(res):
 @preprocess_options
 @_trust_option
 @click.pass_context
-def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, data, calib, prune, sparsity, finetune_epochs, max_accuracy_drop, quant_max_drop,
-                 calib_size, calib_method, force, config_file, latency_min_time, no_memory, threads, image_size,
+def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, data, calib, prune, sparsity, finetune_epochs,
+                 max_accuracy_drop, int8_max_drop, int8_fallback, quant_max_drop, calib_size, calib_method, force,
+                 config_file, latency_min_time, no_memory, threads, image_size,
                  crop_ratio, mean, std, trust_model):
     """The whole pipeline: baseline -> prune -> export -> INT8 -> engine -> bundle -> report. Resumable.
 
@@ -557,6 +612,7 @@ def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, dat
     vals = dict(model=model, out=out, target=target, data=data, calib=calib, prune=prune, sparsity=sparsity,
                 target_latency_ms=target_latency_ms, target_speedup=target_speedup,
                 finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop,
+                int8_max_drop=int8_max_drop, int8_fallback=_fallback_list(int8_fallback),
                 calib_size=calib_size, calib_method=calib_method, latency_min_time=latency_min_time,
                 no_memory=no_memory or None, threads=threads, image_size=image_size, crop_ratio=crop_ratio,
                 mean=list(mean) if mean else None, std=list(std) if std else None, trust_model=trust_model or None)
@@ -580,7 +636,7 @@ def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, dat
 @optimize_options
 @click.pass_context
 def demo_cmd(ctx, out, epochs, image_size, train_per_class, val_per_class, arch, target, data, calib, prune, sparsity,
-             finetune_epochs, max_accuracy_drop, quant_max_drop, calib_size, calib_method, force, config_file,
+             finetune_epochs, max_accuracy_drop, int8_max_drop, int8_fallback, quant_max_drop, calib_size, calib_method, force, config_file,
              latency_min_time, no_memory, threads):
     """The main job on the embedded default: make the demo data, train a ResNet50 briefly, optimize for Jetson.
 
@@ -592,6 +648,7 @@ def demo_cmd(ctx, out, epochs, image_size, train_per_class, val_per_class, arch,
 
     vals = dict(target=target, calib=calib, prune=prune, sparsity=sparsity, finetune_epochs=finetune_epochs,
                 max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop, calib_size=calib_size,
+                int8_max_drop=int8_max_drop, int8_fallback=_fallback_list(int8_fallback),
                 calib_method=calib_method, latency_min_time=latency_min_time, no_memory=no_memory or None, threads=threads)
     res = run_demo(out, epochs=epochs, image_size=image_size, train_per_class=train_per_class,
                    val_per_class=val_per_class, arch=arch, data=data,

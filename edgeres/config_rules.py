@@ -7,7 +7,8 @@ import os
 
 from edgeres.errors import ConfigError
 
-# key -> (kind, None allowed, low, high, low open); kind: str, int, float, bool, list3 (3 numbers), intlist
+# key -> (kind, None allowed, low, high, low open); kind: str, int, float, bool, list3 (3 numbers), intlist,
+# strlist (a list of names, or one comma-separated string)
 CONFIG_RULES = {
     "model": ("str", False, None, None, False), "target": ("str", False, None, None, False),
     "data": ("str", True, None, None, False), "calib": ("str", True, None, None, False),
@@ -25,6 +26,8 @@ CONFIG_RULES = {
     "threads": ("int", True, 1, None, False), "dla_core": ("int", True, 0, None, False),
     "seed": ("int", False, 0, None, False),
     "target_latency_ms": ("float", True, 0.0, None, True), "target_speedup": ("float", True, 1.0, None, True),
+    "int8_max_drop": ("float", True, 0.0, None, False), "int8_fallback": ("strlist", False, None, None, False),
+    "qat_epochs": ("int", False, 1, None, False),
 }
 
 
@@ -56,6 +59,12 @@ def check_value(key, value, kind, _nullable, lo, hi, lo_open):
         return value
     if kind in ("int", "float"):
         return number(value, kind == "int")
+    if kind == "strlist":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, "must be a list of names, e.g. [methods, float, qat], or a comma-separated string", value)
+        return list(value)
     if not isinstance(value, (list, tuple)) or (kind == "list3" and len(value) != 3) or not value:
         need = "a list of three numbers, e.g. [0.485, 0.456, 0.406]" if kind == "list3" else "a list of batch sizes, e.g. [1, 8]"
         raise ConfigError(key, f"must be {need}", value)

@@ -3,7 +3,9 @@
 Rules for TensorRT targets: Q/DQ signed INT8 with zero-point 0 (onnx-tensorrt rejects UINT8), weights per-channel on
 axis 0, activations per-tensor, opset and operators within what that TensorRT version's ONNX parser supports, an
 image input [N, 3, H, W] with static H, W, and a batch the profile allows. For x86-cpu: uint8 activations (the ONNX
-Runtime fast path). For targets without INT8 (Jetson Nano): no Q/DQ at all.
+Runtime fast path). For targets without INT8 (Jetson Nano): no Q/DQ at all. Mixed files (INT8 with layers kept
+float) pass for TensorRT 8.5/10 (the engine builds the float layers in FP16) and 11 (strongly typed: FP16 layers must
+be explicit FP16 in the ONNX; an FP32 one is a warning).
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def check_model(model, target) -> list:
                 out.append(Violation(n.name or n.op_type, "op", f"{n.op_type} is not parsed by TensorRT {target.trt_version}"))
         if target.quant_format == "trt-qdq":
             out += _check_trt_qdq(model, qdq, inits, producer, consumers)
+            if qdq and fam >= 11:
+                out += _check_strongly_typed_float(model, inits, producer, target)
     elif target.quant_format == "ort-u8s8":
         for n in qdq:
             if n.op_type != "QuantizeLinear" or n.input[0] in inits or len(n.input) < 3:
@@ -148,6 +152,24 @@ def _check_trt_qdq(model, qdq, inits, producer, consumers) -> list:
                 out.append(Violation(name, "per-channel", f"weight scales on axis {axis}: TensorRT wants axis 0 (output channels)"))
         elif scale.size != 1:
             out.append(Violation(name, "per-tensor", f"activation quantized per-channel ({scale.size} scales): TensorRT wants per-tensor"))
+    return out
+
+
+def _check_strongly_typed_float(model, inits, producer, target) -> list:
+    """TensorRT 11 networks are strongly typed (no FP16 builder flag): a layer of a mixed INT8 file that is neither
+    quantized nor cast to FP16 in the ONNX runs in FP32. Legal, but slow: warn, naming the layer."""
+    from onnx import TensorProto
+
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2:
+            continue
+        w = inits.get(n.input[1])
+        if w is not None and w.data_type == TensorProto.FLOAT:
+            out.append(Violation(n.name or n.output[0], "strongly-typed",
+                                 f"float layer with FP32 weights runs in FP32 on TensorRT {target.trt_version} (strongly "
+                                 "typed: no FP16 builder flag); cast it to FP16 in the ONNX (edgeres quantize for this "
+                                 "target does)", "warning"))
     return out
 
 

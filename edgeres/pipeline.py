@@ -46,6 +46,9 @@ class OptimizeConfig:
     calib_method: str = "histogram"
     quant_max_drop: float | None = None  # accuracy-aware quantization budget (points), None: plain PTQ
     max_accuracy_drop: float = 1.0  # the recommendation's budget (points of top-1)
+    int8_max_drop: float | None = 0.5  # the INT8 file's budget: top-1 points vs its FP32 export; None: plain PTQ
+    int8_fallback: list = field(default_factory=lambda: ["methods", "float", "qat"])  # over budget, in this order
+    qat_epochs: int = 1
     opset: int = 17
     image_size: int | None = None
     crop_ratio: float | None = None
@@ -66,7 +69,7 @@ class OptimizeConfig:
         """Types and ranges of every key, the same for CLI flags, YAML and Python; raises ConfigError naming the key."""
         from edgeres.config_rules import CONFIG_RULES, check_value
         from edgeres.stages.prune import IMPORTANCES
-        from edgeres.stages.quantize import METHODS
+        from edgeres.stages.quantize import FALLBACKS, METHODS
         from edgeres.targets import get_target
 
         for f in fields(self):
@@ -76,6 +79,9 @@ class OptimizeConfig:
                 continue
             setattr(self, f.name, check_value(f.name, value, *rule))
         choices = {"importance": IMPORTANCES, "calib_method": METHODS, "sparsity": (None, "2:4")}
+        bad = [s for s in self.int8_fallback if s not in (*FALLBACKS, "none")]
+        if bad:
+            raise ConfigError("int8_fallback", f"steps are {', '.join(FALLBACKS)} (in any order), or none", bad)
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(key, f"must be one of {', '.join(str(a) for a in allowed)}", getattr(self, key))
@@ -299,13 +305,24 @@ def stage_quantize(ctx: Context) -> StageResult:
     else:
         cs = select_stratified(ctx.splits.train or ctx.splits.val, cfg.calib_size, cfg.seed, ctx.splits.classes,
                                ctx.splits.root)
-    qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, max_accuracy_drop=cfg.quant_max_drop)
+    from edgeres.stages.qat import make_qat
+    from edgeres.stages.quantize import budget_note
+
+    budget = cfg.quant_max_drop if cfg.quant_max_drop is not None else cfg.int8_max_drop  # the old name is an alias
+    steps = cfg.int8_fallback
+    qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=budget,
+                        fallback=tuple(x.strip() for x in steps if x.strip() and x.strip() != "none"),
+                        qat_epochs=cfg.qat_epochs)
     out = d / "model_int8.onnx"
-    info = run_quantize(ctx.artifact("export", "onnx"), None, t, out, qc, data=None, seed=cfg.seed, calib_set=cs,
-                        pre_overrides=_pre_overrides(cfg))
+    qat = make_qat(ctx.artifact("prune", "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
+                   lr=qc.qat_lr, batch_size=cfg.batch_size, trust_model=cfg.trust_model, log=ctx.log)
+    info = run_quantize(ctx.artifact("export", "onnx"), None, t, out, qc, seed=cfg.seed, calib_set=cs,
+                        pre_overrides=_pre_overrides(cfg), splits=ctx.splits, qat=qat, log=ctx.log)
     info.pop("nncf_log", None)
     note = ("ONNX Runtime as the accuracy proxy for the TensorRT engine (latency of S8 Q/DQ on CPU is not the engine's)"
             if t.quant_format == "trt-qdq" else "uint8 activations / int8 weights (ORT x86 fast path)")
+    if info.get("budget"):
+        note = budget_note(info["budget"]) + "; " + note
     rows = ctx.measure("quantize", out, "onnxruntime", note=note)
     fp32, int8 = ctx.stage_logits("export", "onnxruntime"), ctx.stage_logits("quantize", "onnxruntime")
     if fp32 is not None and int8 is not None and fp32.shape == int8.shape:
@@ -321,6 +338,9 @@ def stage_quantize(ctx: Context) -> StageResult:
     if t.quant_format == "ort-u8s8":
         rows += ctx.measure("quantize", out, "openvino")
     arts = {"onnx": "quantize/model_int8.onnx", "manifest": "quantize/model_int8.onnx.calib.json"}
+    for k in ("sensitivity_csv", "sensitivity_png"):
+        if info.get(k) and os.path.exists(info[k]):
+            arts[k] = os.path.relpath(info[k], ctx.run_dir)
     if info.get("calib_cache"):
         arts["calib_cache"] = os.path.relpath(info["calib_cache"], ctx.run_dir)
     return StageResult(artifacts=arts, rows=rows, info=info)
@@ -393,7 +413,8 @@ STAGE_KEYS = {
     "prune": ("prune", "target_latency_ms", "target_speedup", "sparsity", "importance", "finetune_epochs", "kd_alpha", "kd_temperature", "finetune_lr",
               "batch_size", "seed", "target"),
     "export": ("opset",),
-    "quantize": ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed"),
+    "quantize": ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed", "int8_max_drop",
+                 "int8_fallback", "qat_epochs"),
     "engine": ("target", "dla_core", "sparsity"),
     "bundle": ("target",),
 }
@@ -583,12 +604,31 @@ def recommend(rows: list, target, budget: float) -> dict:
     if not within:
         return {"artifact": None, "reason": f"no artifact within {budget} points of the baseline's top-1"}
     best = within[0]
+    decided_by = f"the first within the {budget}-point budget in the order {' > '.join(order)}"
+    if target.runtime == "tensorrt" and not any(r["runtime"] == "tensorrt" for r in within):
+        # the host cannot run the target: ONNX Runtime's CPU latency of a TensorRT-form Q/DQ file says nothing of
+        # the engine (it reads slower than FP32 here). Rank by what the target runs: its precision, then MACs, size.
+        rank = {p: i for i, p in enumerate(("int8", "fp16", "fp32"))}
+        allowed = [p for p in ("int8", "fp16", "fp32") if p in target.precisions]
+
+        def target_precision(r):  # an FP32 ONNX file is built FP16 on a target that has FP16
+            p = r["precision"] or "fp32"
+            return "fp16" if p == "fp32" and "fp16" in allowed else p
+
+        best = min(within, key=lambda r: (rank.get(target_precision(r), 9), r.get("macs") or float("inf"),
+                                          r.get("model_size_mb") or float("inf")))
+        decided_by = (f"within the {budget}-point budget, ranked by the precision {target.name} runs it in "
+                      f"({target_precision(best)}), then MACs ({(best.get('macs') or 0) / 1e9:.3f} G), then size "
+                      f"({best.get('model_size_mb') or 0:.1f} MB); host CPU latency not used (TensorRT target, "
+                      "ONNX Runtime here is only the accuracy proxy)")
     runtimes = {}
     if target.runtime == "onnxruntime":  # x86: the faster of ONNX Runtime and OpenVINO for the chosen artifact
         from edgeres.stages.x86_int8 import faster_runtime
 
         fast, runtimes = faster_runtime(within, best["stage"])
         best = next((r for r in within if r["stage"] == best["stage"] and r["runtime"] == fast), best)
+        if runtimes:
+            decided_by += f"; run in {fast}, the faster runtime for it here"
     ref = base_ort if best["runtime"] in ("onnxruntime", "openvino") else base
     proxy = target.runtime == "tensorrt" and best["runtime"] != "tensorrt"
     speedup = None
@@ -599,6 +639,7 @@ def recommend(rows: list, target, budget: float) -> dict:
         "stage": best["stage"], "artifact": best["artifact"], "runtime": best["runtime"], "precision": best["precision"],
         "top1": best["top1"], "top1_delta": best["top1_delta"], "budget_points": budget,
         "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}", "runtimes_p50_ms": runtimes,
+        "decided_by": decided_by,
         "size_reduction": (size_base / best["model_size_mb"]) if size_base and best.get("model_size_mb") else None,
         "macs_reduction": (base["macs"] / best["macs"]) if base.get("macs") and best.get("macs") else None,
         "speedup_note": ("measure the engine on the device (./run.sh bench); ONNX Runtime on this CPU is "

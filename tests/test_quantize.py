@@ -43,6 +43,27 @@ def test_trt_int8_passes_check_onnx_and_is_signed(trt_int8):
     assert os.path.exists(info["manifest"])
 
 
+def test_add_rule_covers_downsample_blocks(trt_int8):
+    """Every residual Add keeps Q/DQ on one input only: the shortcut's, also where the shortcut is a Conv
+    (downsample blocks: ResNet18 has three, ResNet50 four); the main branch's Conv output stays unquantized."""
+    m = onnx.load(trt_int8[0])
+    producer = {o: n for n in m.graph.node for o in n.output}
+    adds = [n for n in m.graph.node if n.op_type == "Add"]
+    downsample = 0
+    for add in adds:
+        kinds = [producer[i].op_type for i in add.input]
+        assert sorted(kinds) in (["Conv", "DequantizeLinear"], ["Conv", "MaxPool"]), (add.name, kinds)
+        if "MaxPool" in kinds:  # the stem's MaxPool reads a DQ: quantized (TensorRT moves the DQ across it)
+            assert producer[producer[add.input[kinds.index("MaxPool")]].input[0]].op_type == "DequantizeLinear"
+            continue
+        dq = producer[add.input[kinds.index("DequantizeLinear")]]
+        src = producer.get(producer[dq.input[0]].input[0])
+        if src is not None and src.op_type == "Conv":
+            downsample += 1
+            assert "downsample" in src.name and "downsample" not in producer[add.input[kinds.index("Conv")]].name
+    assert downsample == 3
+
+
 def test_uint8_file_fails_check_onnx(tmp_path, fp32_onnx, demo_data, cli):
     out = tmp_path / "x86.onnx"
     info = run_quantize(fp32_onnx, demo_data, get_target("x86-cpu"), out, QuantizeConfig(subset_size=20))
@@ -79,6 +100,10 @@ def test_legacy_target_writes_calibration_cache(tmp_path, fp32_onnx, demo_data):
 
 def test_cache_encoding():
     assert trt_cache_header("8.5.2") == "TRT-8502-EntropyCalibration2"
+    # from 10.0 on NV_TENSORRT_VERSION is major*10000 + minor*100 + patch (include/NvInferRuntimeBase.h)
+    assert trt_cache_header("10.3.0") == "TRT-100300-EntropyCalibration2"
+    assert trt_cache_header("10.13.2") == "TRT-101302-EntropyCalibration2"
+    assert trt_cache_header("11.0") == "TRT-110000-EntropyCalibration2"
     assert scale_to_hex(1.0) == "3f800000"
     assert hex_to_scale(scale_to_hex(0.0123)) == pytest.approx(0.0123, rel=1e-6)
 

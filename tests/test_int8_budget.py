@@ -1,0 +1,243 @@
+"""INT8 within a budget on the file that ships: the check sees the shipped form, held-out images, the calibration
+methods, per-layer sensitivity with float/FP16 fallback layers (check-onnx for TensorRT 8.5, 10, 11), QAT end to end,
+the recommendation for a TensorRT target, the CLI options."""
+
+import csv
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeres.onnx_check import check_file, check_model
+from edgeres.stages import quantize as Q
+from edgeres.stages.quantize import QuantizeConfig, run_quantize
+from edgeres.targets import get_target
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory, tiny_ckpt):
+    from edgeres.data import Preprocess
+    from edgeres.models import load_model
+    from edgeres.stages.export import export_onnx
+
+    lm = load_model(tiny_ckpt)
+    path = tmp_path_factory.mktemp("b") / "m.onnx"
+    export_onnx(lm.model, path, Preprocess(size=32), lm.meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def arrays(demo_data):
+    from edgeres.calibration import calibration_set_from, load_arrays
+
+    from edgeres.data import Preprocess, resolve_data
+    from edgeres.metrics import iter_batches
+
+    pre = Preprocess(size=32)
+    calib = load_arrays(calibration_set_from(demo_data, 20), pre)
+    batches = list(iter_batches(resolve_data(demo_data).val, pre, 64))
+    return pre, calib, np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def _spy(monkeypatch):
+    """Record the Q/DQ dtypes and residual-Add inputs of every model the budget scores."""
+    seen = []
+    real = Q._logits_fn
+
+    def logits_fn(x, batch=32):
+        f = real(x, batch)
+
+        def run(model):
+            s = Q.qdq_summary(model)
+            producer = {o: n for n in model.graph.node for o in n.output}
+            both_dq = sum(all(producer[i].op_type == "DequantizeLinear" for i in n.input)
+                          for n in model.graph.node if n.op_type == "Add")
+            seen.append((dict(s["qdq_dtypes"]), both_dq))
+            return f(model)
+
+        return run
+
+    monkeypatch.setattr(Q, "_logits_fn", logits_fn)
+    return seen
+
+
+def test_budget_is_checked_on_the_shipped_form(monkeypatch, tmp_path, fp32_onnx, arrays):
+    """Every candidate the budget measures is signed INT8 with the Add rule applied (NNCF's raw graph has UINT8
+    post-ReLU activations and Q/DQ on both inputs of each Add); so does NNCF's accuracy control's validation."""
+    _pre, calib, vx, vy = arrays
+    seen = _spy(monkeypatch)
+    t = get_target("jetson-orin-nano")
+    cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1000.0, fallback=("methods",), methods=("histogram", "minmax"))
+    info = Q.quantize_within_budget(fp32_onnx, tmp_path / "q.onnx", t, calib, vx, vy, cfg)
+    scored = [s for s in seen if s[0]]  # the FP32 reference has no Q/DQ
+    assert len(scored) == 2 and all(set(d) == {"int8"} and both == 0 for d, both in scored)
+    b = info["budget"]
+    assert [a["path"] for a in b["attempts"]] == ["ptq-histogram", "ptq-minmax"] and not b["within"]
+    # the raw NNCF graph is UINT8 / Q/DQ on both Add inputs; the accuracy-control validator finalizes it first
+    import nncf
+    from edgeres.calibration import nncf_dataset
+
+    model = onnx.load(fp32_onnx)
+    raw = nncf.quantize(model, nncf_dataset(calib, "input"), **Q.nncf_settings("trt-qdq", QuantizeConfig(subset_size=20)))
+    assert "uint8" in Q.qdq_summary(raw)["qdq_dtypes"]
+    seen.clear()
+    Q._top1_fn(vx, vy, finalize_for=t)(raw)
+    assert seen[-1] == ({"int8": seen[-1][0]["int8"]}, 0)
+    assert "uint8" in Q.qdq_summary(raw)["qdq_dtypes"]  # validated on a copy: the candidate itself is untouched
+
+
+def test_budget_uses_images_calibration_did_not_use(tmp_path, fp32_onnx, demo_data):
+    """Calibrating from the validation folder itself: the budget is measured only on the images left out."""
+    import os
+
+    from edgeres.calibration import calibration_set_from
+
+    from edgeres.data import resolve_data
+
+    val = [p for p, _ in resolve_data(demo_data).val]
+    used = set(calibration_set_from(demo_data / "val", 40).paths)
+    overlap = len({os.path.realpath(p) for p in val} & {os.path.realpath(p) for p in used})
+    assert overlap > 0
+    info = run_quantize(fp32_onnx, demo_data / "val", get_target("jetson"), tmp_path / "q.onnx",
+                        QuantizeConfig(subset_size=40, int8_max_drop=100.0), data=demo_data)
+    assert info["budget"]["validation_images"] == len(val) - overlap and info["budget"]["within"]
+
+
+@pytest.fixture(scope="module")
+def float_fallback(tmp_path_factory, fp32_onnx, arrays):
+    _pre, calib, vx, vy = arrays
+    d = tmp_path_factory.mktemp("fb")
+    cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1000.0, fallback=("float",), max_float_macs_share=0.12,
+                         sensitivity_images=30)
+    out = {}
+    for name in ("jetson-thor", "jetson-orin-nano"):
+        out[name] = (d / f"{name}.onnx", Q.quantize_within_budget(fp32_onnx, d / f"{name}.onnx", get_target(name), calib,
+                                                                   vx, vy, cfg))
+    return out
+
+
+def test_float_fallback_reports_layers_and_passes_check_onnx(float_fallback, fp32_onnx):
+    path, info = float_fallback["jetson-thor"]
+    b = info["budget"]
+    assert b["path"] == "ptq-histogram+float" and b["float_layers"] and 0 < b["float_macs_share"] <= 0.12
+    assert b["fp16_casts"]  # TensorRT 11 is strongly typed: the float layers are explicit FP16 in the ONNX
+    m = onnx.load(path)
+    names = {n.name: n for n in m.graph.node}
+    inits = {i.name: i for i in m.graph.initializer}
+    for layer in b["float_layers"]:
+        n = names[layer]
+        assert inits[n.input[1]].data_type == onnx.TensorProto.FLOAT16
+        assert any(c.op_type == "Cast" and c.output[0] == n.input[0] for c in m.graph.node)
+    assert len(Q.qdq_summary(m)["float_layers"]) >= len(b["float_layers"])
+    note = Q.budget_note(b)
+    assert b["float_layers"][0] in note and "% of MACs" in note and "FP16" in note
+    # the sensitivity table: every INT8 layer, its MACs share, the kept ones marked
+    with open(info["sensitivity_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 21  # ResNet18: 20 Conv + the fc Gemm
+    assert {r["layer"] for r in rows if r["kept_float"] == "True"} == set(b["float_layers"])
+    assert abs(sum(float(r["macs_share_pct"]) for r in rows) - 100) < 1.0
+    with open(info["sensitivity_png"], "rb") as f:
+        assert f.read(8).startswith(b"\x89PNG")
+    # the mixed file passes check-onnx for each TensorRT family
+    for t in ("jetson-xavier-nx", "jetson-orin-nano", "jetson-thor"):
+        assert check_file(path, get_target(t)) == [], t
+
+
+def test_trt10_mixed_file_warns_on_trt11_only(float_fallback):
+    path, info = float_fallback["jetson-orin-nano"]
+    assert info["budget"]["float_layers"] and not info["budget"]["fp16_casts"]
+    for t in ("jetson-xavier-nx", "jetson-orin-nano"):
+        assert check_file(path, get_target(t)) == [], t
+    v = check_file(path, get_target("jetson-thor"))
+    assert v and all(x.rule == "strongly-typed" and x.severity == "warning" for x in v)
+    assert {x.node for x in v} == set(info["budget"]["float_layers"])
+
+
+def test_keep_float_restores_fp32_layers(fp32_onnx, arrays):
+    """Every layer kept float: FP32 weights again, no layer reads a DequantizeLinear (directly or through MaxPool &
+    co.); what Q/DQ remain only feed the residual Adds' skip inputs; the file still runs."""
+    _pre, calib, vx, _vy = arrays
+    model = onnx.load(fp32_onnx)
+    t = get_target("jetson-orin-nano")
+    qm, _ = Q._ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
+    fl = Q.keep_float(qm, model, Q._int8_layers(qm))
+    onnx.checker.check_model(fl)
+    assert Q._int8_layers(fl) == [] and Q.qdq_summary(fl)["int8_layers"] == 0
+    f_inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in fl.graph.initializer}
+    for n in fl.graph.node:
+        if n.op_type in ("Conv", "Gemm"):
+            assert np.array_equal(inits[n.input[1]], f_inits[n.input[1]])
+    users = {}
+    for n in fl.graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n.op_type)
+    for n in fl.graph.node:
+        if n.op_type == "DequantizeLinear":
+            assert set(users[n.output[0]]) <= {"Add", "MaxPool"}, users[n.output[0]]
+    assert Q._logits_fn(vx[:4])(fl).shape == (4, 10)
+
+
+def test_qat_end_to_end(tmp_path, fp32_onnx, tiny_ckpt, demo_data, arrays):
+    """QAT on a tiny model: the PyTorch fake-quant mirrors the file's quantizers (no learning: the written-back file
+    predicts as the PTQ file), then fine-tuning writes learned weights/scales into a file that passes check-onnx
+    and is within budget; the budget loop runs it when PTQ is over budget."""
+    from edgeres.data import resolve_data
+    from edgeres.stages.qat import make_qat
+
+    pre, calib, vx, _vy = arrays
+    splits = resolve_data(demo_data)
+    t = get_target("jetson-orin-nano")
+    model = onnx.load(fp32_onnx)
+    qm, _ = Q._ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
+    frozen, finfo = make_qat(tiny_ckpt, splits, tmp_path / "w0", lr=0.0, batch_size=16, max_steps=1)(pre)(qm)
+    assert finfo["layers"] == len(Q._int8_layers(qm)) and finfo["activation_quantizers"] >= 20
+    a, b = Q._logits_fn(vx)(qm), Q._logits_fn(vx)(frozen)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.95 and np.abs(a - b).max() < 0.05 * np.abs(a).max() + 1e-3
+    cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1000.0, fallback=("qat",))
+    qat = make_qat(tiny_ckpt, splits, tmp_path / "w", lr=1e-5, batch_size=16, max_steps=2)
+    info = run_quantize(fp32_onnx, demo_data, t, tmp_path / "q.onnx", cfg, data=demo_data, qat=qat)
+    att = {x["path"]: x for x in info["budget"]["attempts"]}
+    assert "qat" in att and att["qat"]["qat"]["layers"] == finfo["layers"]
+    budget = 5.0  # points, on 60 held-out images of a 32 px model trained for 3 steps
+    assert att["qat"]["drop"] <= budget
+    # the QAT file itself, in the target's form
+    qfile, _ = qat(pre)(qm)
+    assert check_model(qfile, t) == []
+    assert set(Q.qdq_summary(qfile)["qdq_dtypes"]) == {"int8"}
+    assert not list((tmp_path / "w").glob("qat*.pt"))
+
+
+def test_recommend_for_tensorrt_ranks_by_target_precision_not_host_latency():
+    from edgeres.pipeline import recommend
+    from edgeres.report import new_row
+
+    def row(stage, runtime, precision, top1, ms, macs, mb):
+        return new_row(stage=stage, runtime=runtime, precision=precision, status="ok", top1=top1,
+                       top1_delta=top1 - 90.0, latency_p50_ms=ms, macs=macs, model_size_mb=mb)
+
+    rows = [row("baseline", "torch", "fp32", 90.0, 5.0, 4e9, 90), row("baseline", "onnxruntime", "fp32", 90.0, 4.0, 4e9, 90),
+            row("export", "onnxruntime", "fp32", 89.8, 2.0, 2e9, 45),
+            row("quantize", "onnxruntime", "int8", 89.6, 6.0, 2e9, 12)]  # slower on this CPU than FP32
+    rec = recommend(rows, get_target("jetson"), 1.0)
+    assert rec["stage"] == "quantize" and rec["precision"] == "int8"
+    assert "precision" in rec["decided_by"] and "MACs" in rec["decided_by"] and "latency not used" in rec["decided_by"]
+    rec = recommend(rows, get_target("jetson"), 0.3)  # the INT8 file is over this budget: FP32 export (FP16 engine)
+    assert rec["stage"] == "export" and "fp16" in rec["decided_by"]
+    assert recommend(rows, get_target("x86-cpu"), 1.0)["decided_by"].startswith("the first within")
+
+
+def test_cli_options(cli, tmp_path, fp32_onnx, demo_data):
+    proc = cli("quantize", "--onnx", fp32_onnx, "--calib", demo_data, "--target", "jetson", "--out", tmp_path / "q.onnx",
+               "--int8-max-drop", "0.5", "--fallback", "methods,magic", "--data", demo_data)
+    assert proc.returncode == 2 and "magic" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("quantize", "--onnx", fp32_onnx, "--calib", demo_data, "--target", "jetson", "--out", tmp_path / "q.onnx",
+               "--int8-max-drop", "0.5")
+    assert proc.returncode == 2 and "--data" in proc.stderr
+    assert not (tmp_path / "q.onnx").exists()
+    helptext = cli("optimize", "--help").stdout
+    assert "--int8-max-drop" in helptext and "EXPORT" in helptext and "BASELINE" in helptext
+    from edgeres.pipeline import OptimizeConfig
+
+    assert OptimizeConfig().int8_max_drop == 0.5 and OptimizeConfig().int8_fallback == ["methods", "float", "qat"]
