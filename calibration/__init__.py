@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from edgeres.errors import EdgeresError
 from edgeres_deploy.bundle import sha256
 from edgeres_deploy.preprocess import IMAGE_EXTENSIONS, Preprocess
+
+from edgeres.errors import EdgeresError
 
 DEFAULT_SIZE = 512
 MANIFEST_FORMAT = "edgeres-calibration-manifest"

@@ -13,7 +13,7 @@ import click
 
 from edgeres import __version__
 from edgeres.demo import DEMO as _DEMO  # plain data (no torch): the demo's recipe in one place
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, StageSkipped
 
 
 class EdgeresGroup(click.Group):
@@ -474,14 +474,15 @@ def build_engine_cmd(onnx_path, target, out, dla_core, sparsity, calib_cache, im
         raise EdgeresError(f"{onnx_path} does not exist")
     info = artifact_info(onnx_path)
     pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
-    res = run_engine(onnx_path, out, get_target(target), pre, classes=info.classes, dla_core=dla_core,
-                     sparsity=sparsity, calib_cache=calib_cache)
-    if res["status"] == "skipped":
-        click.secho(f"engine build skipped: {res['note']}", fg="yellow", err=True)
+    try:
+        res = run_engine(onnx_path, out, get_target(target), pre, classes=info.classes, dla_core=dla_core,
+                         sparsity=sparsity, calib_cache=calib_cache)
+    except StageSkipped as e:
+        click.secho(f"engine build skipped: {e}", fg="yellow", err=True)
         click.echo("run this on the device instead:")
-        click.echo(res["trtexec"])
-    else:
-        click.echo(f"wrote {out} ({res['sidecar']['precision']}, TensorRT {res['sidecar']['tensorrt_version']})")
+        click.echo(e.info["trtexec"])
+        return
+    click.echo(f"wrote {out} ({res['sidecar']['precision']}, TensorRT {res['sidecar']['tensorrt_version']})")
 
 
 # ------------------------------------------------------------------------------------------------ optimize
@@ -533,11 +534,25 @@ def _fallback_list(text):
     return steps
 
 
+def _config_values(kw: dict) -> dict:
+    """The optimize options as config keys; a flag left unset is None, so the config file or the default decides."""
+    vals = dict(kw)
+    for k in ("no_memory", "trust_model"):
+        if k in vals:
+            vals[k] = vals[k] or None
+    for k in ("mean", "std"):
+        if vals.get(k):
+            vals[k] = list(vals[k])
+    if "int8_fallback" in vals:
+        vals["int8_fallback"] = _fallback_list(vals["int8_fallback"])
+    return vals
+
+
 def _build_config(ctx, config_file, cli_values: dict, base: dict | None = None):
     """defaults < --config file < explicit flags."""
     from click.core import ParameterSource
 
-    from edgeres.pipeline import ConfigError, OptimizeConfig, load_config_file
+    from edgeres.config import ConfigError, OptimizeConfig, load_config_file
 
     d = dict(base or {})
     if config_file:
@@ -596,26 +611,18 @@ def _print_result(res):
 @preprocess_options
 @_trust_option
 @click.pass_context
-def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, data, calib, prune, sparsity, finetune_epochs,
-                 max_accuracy_drop, int8_max_drop, int8_fallback, quant_max_drop, calib_size, calib_method, force,
-                 config_file, latency_min_time, no_memory, threads, image_size,
-                 crop_ratio, mean, std, trust_model):
+def optimize_cmd(ctx, force, config_file, **kw):
     """The whole pipeline: baseline -> prune -> export -> INT8 -> engine -> bundle -> report. Resumable.
 
     Re-running the same command reuses every stage whose inputs are unchanged; --force STAGE redoes one and
-    everything after it. Ctrl-C leaves no corrupt artifact.
+    everything after it. Ctrl-C leaves no corrupt artifact. Every option can also come from --config FILE (flags
+    win); docs/edgeres.yaml lists every key with its default, including those only a config file sets.
     """
     from edgeres.pipeline import optimize
 
-    if (target_latency_ms is not None or target_speedup is not None) and prune is not None:
+    if (kw["target_latency_ms"] is not None or kw["target_speedup"] is not None) and kw["prune"] is not None:
         raise click.UsageError("give --prune or --target-latency-ms/--target-speedup, not both")
-    vals = dict(model=model, out=out, target=target, data=data, calib=calib, prune=prune, sparsity=sparsity,
-                target_latency_ms=target_latency_ms, target_speedup=target_speedup,
-                finetune_epochs=finetune_epochs, max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop,
-                int8_max_drop=int8_max_drop, int8_fallback=_fallback_list(int8_fallback),
-                calib_size=calib_size, calib_method=calib_method, latency_min_time=latency_min_time,
-                no_memory=no_memory or None, threads=threads, image_size=image_size, crop_ratio=crop_ratio,
-                mean=list(mean) if mean else None, std=list(std) if std else None, trust_model=trust_model or None)
+    vals = _config_values(kw)
     cfg = _build_config(ctx, config_file, vals)
     if not cfg.model:
         raise click.UsageError("--model is required (or `model:` in --config)")
@@ -635,9 +642,7 @@ def optimize_cmd(ctx, model, out, target_latency_ms, target_speedup, target, dat
 @click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101"]), default="resnet50", show_default=True)
 @optimize_options
 @click.pass_context
-def demo_cmd(ctx, out, epochs, image_size, train_per_class, val_per_class, arch, target, data, calib, prune, sparsity,
-             finetune_epochs, max_accuracy_drop, int8_max_drop, int8_fallback, quant_max_drop, calib_size, calib_method, force, config_file,
-             latency_min_time, no_memory, threads):
+def demo_cmd(ctx, out, epochs, image_size, train_per_class, val_per_class, arch, data, force, config_file, **kw):
     """The main job on the embedded default: make the demo data, train a ResNet50 briefly, optimize for Jetson.
 
     \b
@@ -646,10 +651,7 @@ def demo_cmd(ctx, out, epochs, image_size, train_per_class, val_per_class, arch,
     """
     from edgeres.demo import run_demo
 
-    vals = dict(target=target, calib=calib, prune=prune, sparsity=sparsity, finetune_epochs=finetune_epochs,
-                max_accuracy_drop=max_accuracy_drop, quant_max_drop=quant_max_drop, calib_size=calib_size,
-                int8_max_drop=int8_max_drop, int8_fallback=_fallback_list(int8_fallback),
-                calib_method=calib_method, latency_min_time=latency_min_time, no_memory=no_memory or None, threads=threads)
+    vals = _config_values(kw)
     res = run_demo(out, epochs=epochs, image_size=image_size, train_per_class=train_per_class,
                    val_per_class=val_per_class, arch=arch, data=data,
                    make_config=lambda base: _build_config(ctx, config_file, vals, base), force=tuple(force))

@@ -86,7 +86,7 @@ def follow(pipeline) -> None:
         if job is None:
             return None
         from edgeres.models import load_model
-        from edgeres.pipeline import Context
+        from edgeres.stages.base import Context
         from edgeres.stages.prune import prune_and_finetune
 
         ctx = Context(pipeline.cfg, pipeline.run_dir, lambda *a, **k: None)

@@ -7,11 +7,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeres.metrics import (agreement, default_threads, measure_latency, onnx_macs_params, peak_rss_mb,
-                             run_logits, topk_accuracy, torch_macs_params)
+from edgeres.metrics import (
+    agreement,
+    default_threads,
+    measure_latency,
+    onnx_macs_params,
+    peak_rss_mb,
+    run_logits,
+    topk_accuracy,
+    torch_macs_params,
+)
 from edgeres.report import new_row
 from edgeres.runtimes import RuntimeUnavailable, artifact_kind, load_runtime
-
 
 OPTIONAL_RUNTIMES = ("openvino",)  # a second opinion on a file: its failure is a `failed` row, never a failed stage
 

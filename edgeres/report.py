@@ -413,3 +413,89 @@ def merge_run_report(run_dir, device_csvs: list) -> dict:
     write_report(run_dir, rows, doc.get("host", host_info()), ["Rows measured on the device are marked in their note."],
                  extra=extra)
     return {"rows": rows, "merged": merged, "csv": str(csv_path)}
+
+
+# ------------------------------------------------------------------------------------------------ recommendation
+def recommend(rows: list, target, budget: float) -> dict:
+    """The most optimized artifact for the target whose top-1 is within ``budget`` points of the baseline."""
+    base = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "torch" and r["status"] == "ok"), None)
+    if base is None:
+        return {"artifact": None, "reason": "no baseline measurement"}
+    base_ort = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "onnxruntime" and r["status"] == "ok"), base)
+    order = ["engine", "quantize", "export", "prune", "baseline"]
+    candidates = []
+    for stage in order:
+        for r in rows:
+            if r["stage"] != stage or r["status"] != "ok" or r["top1"] is None:
+                continue
+            if target.runtime == "tensorrt" and r["runtime"] not in ("tensorrt", "onnxruntime"):
+                continue
+            if target.runtime == "onnxruntime" and r["runtime"] not in ("onnxruntime", "openvino", "torch"):
+                continue
+            candidates.append(r)
+    within = [r for r in candidates if (r["top1_delta"] or 0.0) >= -budget]
+    if not within:
+        return {"artifact": None, "reason": f"no artifact within {budget} points of the baseline's top-1"}
+    best = within[0]
+    decided_by = f"the first within the {budget}-point budget in the order {' > '.join(order)}"
+    if target.runtime == "tensorrt" and not any(r["runtime"] == "tensorrt" for r in within):
+        # the host cannot run the target: ONNX Runtime's CPU latency of a TensorRT-form Q/DQ file says nothing of
+        # the engine (it reads slower than FP32 here). Rank by what the target runs: its precision, then MACs, size.
+        rank = {p: i for i, p in enumerate(("int8", "fp16", "fp32"))}
+        allowed = [p for p in ("int8", "fp16", "fp32") if p in target.precisions]
+
+        def target_precision(r):  # an FP32 ONNX file is built FP16 on a target that has FP16
+            p = r["precision"] or "fp32"
+            return "fp16" if p == "fp32" and "fp16" in allowed else p
+
+        best = min(within, key=lambda r: (rank.get(target_precision(r), 9), r.get("macs") or float("inf"),
+                                          r.get("model_size_mb") or float("inf")))
+        decided_by = (f"within the {budget}-point budget, ranked by the precision {target.name} runs it in "
+                      f"({target_precision(best)}), then MACs ({(best.get('macs') or 0) / 1e9:.3f} G), then size "
+                      f"({best.get('model_size_mb') or 0:.1f} MB); host CPU latency not used (TensorRT target, "
+                      "ONNX Runtime here is only the accuracy proxy)")
+    runtimes = {}
+    if target.runtime == "onnxruntime":  # x86: the faster of ONNX Runtime and OpenVINO for the chosen artifact
+        from edgeres.stages.x86_int8 import faster_runtime
+
+        fast, runtimes = faster_runtime(within, best["stage"])
+        best = next((r for r in within if r["stage"] == best["stage"] and r["runtime"] == fast), best)
+        if runtimes:
+            decided_by += f"; run in {fast}, the faster runtime for it here"
+    ref = base_ort if best["runtime"] in ("onnxruntime", "openvino") else base
+    proxy = target.runtime == "tensorrt" and best["runtime"] != "tensorrt"
+    speedup = None
+    if not (proxy and best["precision"] == "int8") and best["latency_p50_ms"] and ref["latency_p50_ms"]:
+        speedup = ref["latency_p50_ms"] / best["latency_p50_ms"]
+    size_base = base_ort.get("model_size_mb") or base.get("model_size_mb")
+    return {
+        "stage": best["stage"], "artifact": best["artifact"], "runtime": best["runtime"], "precision": best["precision"],
+        "top1": best["top1"], "top1_delta": best["top1_delta"], "budget_points": budget,
+        "speedup": speedup, "speedup_reference": f"{ref['stage']}/{ref['runtime']}", "runtimes_p50_ms": runtimes,
+        "decided_by": decided_by,
+        "size_reduction": (size_base / best["model_size_mb"]) if size_base and best.get("model_size_mb") else None,
+        "macs_reduction": (base["macs"] / best["macs"]) if base.get("macs") and best.get("macs") else None,
+        "speedup_note": ("measure the engine on the device (./run.sh bench); ONNX Runtime on this CPU is "
+                         "only the accuracy proxy for TensorRT INT8") if proxy and speedup is None else "",
+    }
+
+
+def summary_lines(rows: list, ctx, rec: dict) -> list:
+    """summary.md's head: the three-line verdict (verdict_lines), then the run's context."""
+    lines = verdict_lines(rows, rec, ctx.target.to_dict(), str(ctx.run_dir))
+    lines = [lines[0], "", lines[1], "", lines[2], ""]
+    lines += [f"Target: **{ctx.target.name}** ({ctx.target.description}). Data: {ctx.splits.describe()}; "
+              f"input {ctx.pre.size} px."]
+    if rec.get("decided_by"):
+        lines.append(f"Chosen: {rec['decided_by']}.")
+    if rec.get("speedup_note"):
+        lines.append(f"Speed-up: {rec['speedup_note']}.")
+    pr = ctx.results.get("prune")
+    if pr is not None and pr.info.get("latency_search"):
+        from edgeres.stages.prune_latency import summary
+
+        lines.append(f"Latency target: {summary(pr.info['latency_search'])}.")
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"- {r['stage']} ({r['runtime']}): {r['status']}: {r['note']}")
+    return lines

@@ -36,10 +36,10 @@ def tiny_ckpt(tmp_path_factory, demo_data) -> Path:
 @pytest.fixture(scope="session")
 def r50_ckpt(tmp_path_factory, demo_data) -> Path:
     """An (untrained) ResNet50 edgeres checkpoint for the demo classes at 32 px."""
+    import torch
+
     from edgeres.data import Preprocess, data_hash, resolve_data
     from edgeres.models import ModelMeta, build_model, save_checkpoint
-
-    import torch
 
     torch.manual_seed(0)
     splits = resolve_data(demo_data)

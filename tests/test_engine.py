@@ -1,10 +1,12 @@
 import json
 
+import numpy as np
 import pytest
+import trt_double
 from edgeres_deploy.trt import BuildSpec, trtexec_command, version_family
 
 from edgeres.data import Preprocess
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, StageSkipped
 from edgeres.stages.engine import build_spec, run_engine, trtexec_line
 from edgeres.targets import ALIASES, TARGETS, get_target, list_targets
 
@@ -82,9 +84,9 @@ def test_engine_stage_skips_with_reason_without_tensorrt(tmp_path, tiny_ckpt, cl
 
     lm = load_model(tiny_ckpt)
     export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)
-    res = run_engine(tmp_path / "m.onnx", tmp_path / "m.engine", get_target("jetson"), Preprocess(size=32))
-    assert res["status"] == "skipped" and "tensorrt not importable" in res["note"]
-    assert res["trtexec"].startswith("trtexec --onnx=") and not (tmp_path / "m.engine").exists()
+    with pytest.raises(StageSkipped, match="tensorrt not importable") as e:
+        run_engine(tmp_path / "m.onnx", tmp_path / "m.engine", get_target("jetson"), Preprocess(size=32))
+    assert e.value.info["trtexec"].startswith("trtexec --onnx=") and not (tmp_path / "m.engine").exists()
     proc = cli("build-engine", "--onnx", tmp_path / "m.onnx", "--target", "jetson-agx-orin", "--out", tmp_path / "e.engine")
     assert proc.returncode == 0 and "skipped" in proc.stderr and "trtexec --onnx=" in proc.stdout
 
@@ -104,9 +106,10 @@ def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
     lm = load_model(tiny_ckpt)
     export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)
     run_quantize(tmp_path / "m.onnx", demo_data, get_target("cuda-gpu"), tmp_path / "q.onnx", QuantizeConfig(subset_size=20))
-    res = run_engine(tmp_path / "q.onnx", tmp_path / "q.engine", get_target("cuda-gpu"), Preprocess(size=32))
-    if res["status"] == "skipped":
-        pytest.skip(res["note"])
+    try:
+        run_engine(tmp_path / "q.onnx", tmp_path / "q.engine", get_target("cuda-gpu"), Preprocess(size=32))
+    except StageSkipped as e:
+        pytest.skip(str(e))
     side = json.loads((tmp_path / "q.engine.json").read_text())
     assert side["onnx_sha256"] and side["precision"].startswith("int8")
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
@@ -117,8 +120,6 @@ def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
 
 # ------------------------------------------------------------------------------------------------ issue 10, against
 # the TensorRT test double (tests/trt_double: 8.5, 10.x, 11.x flavours; ONNX Runtime executes what it "builds")
-import numpy as np
-import trt_double
 
 FLAVOURS = list(trt_double.FLAVOURS)
 
@@ -156,8 +157,7 @@ def test_item1_batches_split_to_the_profile_and_refused_shapes_fail(flavour, mon
     from edgeres.data import resolve_data
     from edgeres.measure import MeasureConfig, measure
 
-    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=32))
-    assert res["status"] == "ok", res["note"]
+    run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=32))
     r = TrtRunner(str(tmp_path / "m.engine"))
     assert r.max_batch == 8
     x = _x(20)
@@ -199,7 +199,6 @@ def test_item3_dla_static_profile_and_runtime_core(flavour, monkeypatch, tmp_pat
     s = build_spec(onnx_files["dyn"], "e", nx, Preprocess(size=32), dla_core=1, int8=False)
     assert s.batch == (nx.batch,) * 3
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", nx, Preprocess(size=32), dla_core=1)
-    assert res["status"] == "ok", res["note"]
     assert res["sidecar"]["dla_core"] == 1 and res["sidecar"]["shapes"]["min"] == res["sidecar"]["shapes"]["max"]
     r = T.TrtRunner(str(tmp_path / "m.engine"))
     assert r.runtime.DLA_core == 1 and r.engine._dla_core_run == 1
@@ -225,12 +224,12 @@ def test_item5_host_proxy_is_labelled_and_never_fails(flavour, monkeypatch, tmp_
     trt_double.install(monkeypatch, flavour, dla_cores=0)
     monkeypatch.setattr(T, "on_jetson", lambda: False)
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
-    assert res["status"] == "ok" and "host proxy on Double GPU" in res["note"] and "--useDLACore=0" in res["trtexec"]
+    assert "host proxy on Double GPU" in res["note"] and "--useDLACore=0" in res["trtexec"]
     assert res["sidecar"]["device"].startswith("host proxy: Double GPU") and res["sidecar"]["dla_core"] is None
     assert "host proxy" in TensorRTRuntime(tmp_path / "m.engine").describe()["device"]
     monkeypatch.setattr(T, "on_jetson", lambda: True)  # "on a Jetson" without DLA cores: the build fails
-    res = run_engine(onnx_files["dyn"], tmp_path / "n.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
-    assert res["status"] == "skipped" and "TensorRT build failed here" in res["note"] and "DLA core 0" in res["note"]
+    with pytest.raises(StageSkipped, match="TensorRT build failed here.*DLA core 0"):
+        run_engine(onnx_files["dyn"], tmp_path / "n.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
 
 
 def test_item6_readme_commands_name_only_bundled_files(tmp_path, onnx_files):
@@ -337,8 +336,7 @@ def test_item12_precision_from_the_sidecar_and_known_risks(flavour, monkeypatch,
 
     trt_double.install(monkeypatch, flavour)
     monkeypatch.delitem(sys.modules, "pycuda.autoinit", raising=False)  # the double has no autoinit: must not be needed
-    res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("cuda-gpu"), Preprocess(size=32))
-    assert res["status"] == "ok"
+    run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("cuda-gpu"), Preprocess(size=32))
     expected = "as typed in the ONNX" if flavour == "11" else "fp16"
     assert TensorRTRuntime(tmp_path / "m.engine").precision == expected
     assert cuda_api().name == "pycuda"
@@ -438,7 +436,6 @@ def test_review_profile_takes_the_onnx_image_size(flavour, monkeypatch, tmp_path
     ONNX input's own C, H, W."""
     trt_double.install(monkeypatch, flavour)
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-orin-nano"), Preprocess(size=48))
-    assert res["status"] == "ok", res["note"]
     assert "--minShapes=input:1x3x32x32" in res["trtexec"] and res["sidecar"]["shapes"]["max"][1:] == [3, 32, 32]
 
 

@@ -210,8 +210,7 @@ def test_qat_end_to_end(tmp_path, fp32_onnx, tiny_ckpt, demo_data, arrays):
 
 
 def test_recommend_for_tensorrt_ranks_by_target_precision_not_host_latency():
-    from edgeres.pipeline import recommend
-    from edgeres.report import new_row
+    from edgeres.report import new_row, recommend
 
     def row(stage, runtime, precision, top1, ms, macs, mb):
         return new_row(stage=stage, runtime=runtime, precision=precision, status="ok", top1=top1,

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from edgeres.metrics import (agreement, measure_latency, onnx_macs_params, per_class_accuracy, summarize_latencies,
-                             topk_accuracy, torch_macs_params)
+from edgeres.metrics import (
+    agreement,
+    measure_latency,
+    onnx_macs_params,
+    per_class_accuracy,
+    summarize_latencies,
+    topk_accuracy,
+    torch_macs_params,
+)
 from edgeres.report import COLUMNS, merge, new_row, read_csv, rows_to_csv, write_csv
 
 

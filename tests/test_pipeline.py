@@ -2,7 +2,6 @@
 --force, an interrupted run that resumes cleanly, config files, data resolution."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,8 @@ import time
 import pytest
 
 from edgeres.errors import EdgeresError
-from edgeres.pipeline import STAGES, OptimizeConfig, optimize
+from edgeres.pipeline import STAGE_NAMES as STAGES
+from edgeres.pipeline import OptimizeConfig, optimize
 from edgeres.report import COLUMNS, read_csv
 
 

@@ -4,8 +4,7 @@ import torch
 
 from edgeres.errors import EdgeresError
 from edgeres.models import ModelMeta, build_model, load_model, save_checkpoint
-from edgeres.stages.prune import (PruneConfig, apply_2_4, channel_prune, check_onnx_2_4, check_prunable, is_2_4,
-                                  mask_2_4)
+from edgeres.stages.prune import PruneConfig, apply_2_4, channel_prune, check_onnx_2_4, check_prunable, is_2_4, mask_2_4
 from edgeres.targets import get_target
 
 

@@ -10,8 +10,15 @@ import torch
 
 from edgeres.errors import EdgeresError
 from edgeres.models import build_model
-from edgeres.stages.prune_latency import (LatencyTarget, find_ratio, host_measure, interleaved_medians, ratio_stats,
-                                          search_ratio, summary)
+from edgeres.stages.prune_latency import (
+    LatencyTarget,
+    find_ratio,
+    host_measure,
+    interleaved_medians,
+    ratio_stats,
+    search_ratio,
+    summary,
+)
 from edgeres.targets import get_target, list_targets
 
 

@@ -4,11 +4,20 @@ import os
 import numpy as np
 import onnx
 import pytest
+from edgeres.calibration import (
+    CalibrationError,
+    activation_scales_from_qdq,
+    calibration_set_from,
+    hex_to_scale,
+    load_manifest,
+    read_trt_cache,
+    scale_to_hex,
+    select_stratified,
+    trt_cache_header,
+    write_manifest,
+)
 from PIL import Image
 
-from edgeres.calibration import (CalibrationError, activation_scales_from_qdq, calibration_set_from, hex_to_scale,
-                         load_manifest, read_trt_cache, scale_to_hex, select_stratified, trt_cache_header,
-                         write_manifest, write_trt_cache)
 from edgeres.errors import EdgeresError
 from edgeres.onnx_check import check_file
 from edgeres.stages.quantize import QuantizeConfig, run_quantize

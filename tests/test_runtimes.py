@@ -41,9 +41,9 @@ def test_tensorrt_runtime_says_why(tmp_path):
 
 
 def test_bench_cli_rows_for_pt_onnx_and_engine(cli, tmp_path, tiny_ckpt, demo_data):
+    from edgeres.data import Preprocess
     from edgeres.models import load_model
     from edgeres.stages.export import export_onnx
-    from edgeres.data import Preprocess
 
     lm = load_model(tiny_ckpt)
     export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)

@@ -53,11 +53,12 @@ def test_rules_applied_and_activations_are_uint8(files):
 
 
 def test_rules_are_exact(files):
-    from edgeres.runtimes.ort import OrtRuntime
-    from edgeres.stages.x86_int8 import apply_x86_rules
-    from edgeres.stages.quantize import nncf_settings
-    from edgeres.calibration import nncf_dataset
     import nncf
+    from edgeres.calibration import nncf_dataset
+
+    from edgeres.runtimes.ort import OrtRuntime
+    from edgeres.stages.quantize import nncf_settings
+    from edgeres.stages.x86_int8 import apply_x86_rules
 
     calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     raw = nncf.quantize(onnx.load(str(files["fp"])), nncf_dataset(calib, "input"),
@@ -97,7 +98,7 @@ def _row(stage, runtime, p50, batch=1, top1=50.0, delta=-0.2, precision="int8"):
 
 
 def test_recommendation_for_x86_takes_the_faster_runtime():
-    from edgeres.pipeline import recommend
+    from edgeres.report import recommend
     from edgeres.stages.x86_int8 import faster_runtime
 
     rows = [_row("baseline", "torch", 70.0, delta=0.0, precision="fp32"),

@@ -48,11 +48,11 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         return cls(**{k: d[k] for k in ("size", "crop_ratio", "mean", "std") if k in d})
 
     @classmethod
-    def from_json(cls, path) -> "Preprocess":
+    def from_json(cls, path) -> Preprocess:
         with open(path) as f:
             return cls.from_dict(json.load(f))
 

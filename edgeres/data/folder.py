@@ -6,9 +6,9 @@ import hashlib
 import os
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from edgeres_deploy.preprocess import ImageError, imagefolder_samples, open_image
 

@@ -44,12 +44,12 @@ def trace_anatomy(model, size: int = 32) -> Anatomy:
     n_out = int(out.shape[1]) if hasattr(out, "shape") and out.dim() == 2 else None
     classifier = None
     linears = [(n, m, o) for n, m, _, o in calls if isinstance(m, nn.Linear)]
-    for n, m, o in reversed(linears):  # the Linear whose output *is* the logits
+    for n, _m, o in reversed(linears):  # the Linear whose output *is* the logits
         if o is out:
             classifier = n
             break
     if classifier is None:  # something cheap follows it (a scale, a dropout in eval): the last Linear of that width
-        for n, m, o in reversed(linears):
+        for n, m, _o in reversed(linears):
             if n_out is not None and m.out_features == n_out:
                 classifier = n
                 break

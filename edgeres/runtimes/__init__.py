@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, StageSkipped
 
 
-class RuntimeUnavailable(Exception):
+class RuntimeUnavailable(StageSkipped):
     """This runtime cannot run here; ``str(e)`` says why (e.g. 'tensorrt not importable')."""
 
 

@@ -6,12 +6,14 @@ The build itself is ``edgeres_deploy.trt.build_engine``: the same code the bundl
 
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 
 from edgeres_deploy.trt import BuildSpec, for_dla, trtexec_command
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, StageSkipped
+from edgeres.stages.base import Context, Stage, StageResult
 
 
 def build_spec(onnx_path, engine_path, target, pre, input_name: str = "input", dla_core: int | None = None,
@@ -80,8 +82,9 @@ def trtexec_line(spec: BuildSpec) -> str:
 
 
 def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None, dla_core: int | None = None,
-               sparsity: bool = False, calib_cache: str | None = None, log=print) -> dict:
-    """Build the engine, or return {"status": "skipped", "note": why, "trtexec": line} where TensorRT cannot run.
+               sparsity: bool = False, calib_cache: str | None = None, log=None) -> dict:
+    """Build the engine -> {"note", "trtexec": line, "spec", "sidecar"}; where TensorRT cannot build it here, raise
+    StageSkipped(why) whose ``info`` holds the trtexec line to run on the device.
 
     A Jetson target built anywhere but on a Jetson is a labelled host proxy: built for this host's GPU (without DLA,
     which a host has not), its sidecar's ``device`` says so, and the note tells that the Jetson's own engine is built
@@ -114,10 +117,40 @@ def run_engine(onnx_path, engine_path, target, pre, classes: list | None = None,
             note = (f"host proxy on {gpu}: this engine is for this host's GPU, not the {target.name}'s"
                     + (f" (no DLA here; --dla-core {dla_core} applies on the device)" if dla_core is not None else "")
                     + f"; on the device: {line}")
-        sidecar = build_engine(build, extra_meta=meta, log=log)
+        sidecar = build_engine(build, extra_meta=meta, log=log or logging.getLogger(__name__).info)
     except BackendUnavailable as e:
-        return {"status": "skipped", "note": str(e), "trtexec": line, "spec": spec}
+        raise StageSkipped(str(e), info={"trtexec": line, "spec": spec}) from None
     except (RuntimeError, ValueError) as e:
-        return {"status": "skipped", "note": f"TensorRT build failed here ({e})", "trtexec": line, "spec": spec}
-    return {"status": "ok", "note": note, "trtexec": line, "spec": spec, "sidecar": sidecar}
+        raise StageSkipped(f"TensorRT build failed here ({e})", info={"trtexec": line, "spec": spec}) from None
+    return {"note": note, "trtexec": line, "spec": spec, "sidecar": sidecar}
+
+
+class EngineStage(Stage):
+    """The TensorRT engine, where this host can build one (a labelled host proxy for a Jetson); otherwise skipped,
+    with the trtexec line to run on the device in engine/trtexec.txt."""
+
+    name = "engine"
+    keys = ("target", "dla_core", "sparsity")
+    runtime = "tensorrt"
+
+    def run(self, ctx: Context) -> StageResult:
+        from edgeres.utils import write_text_atomic
+
+        t = ctx.target
+        if t.runtime != "tensorrt":
+            raise StageSkipped(f"target {t.name} runs {t.runtime}: no TensorRT engine")
+        d = ctx.stage_dir(self.name)
+        engine = d / "model.engine"
+        try:
+            res = run_engine(ctx.deploy_onnx(), engine, t, ctx.pre, classes=ctx.splits.classes,
+                             dla_core=ctx.cfg.dla_core, sparsity=bool(ctx.cfg.sparsity), calib_cache=None, log=ctx.log)
+        except StageSkipped as e:
+            line = e.info["trtexec"]
+            write_text_atomic(d / "trtexec.txt", line + "\n")
+            raise StageSkipped(f"{e}; on the device: {line}", artifacts={"trtexec": "engine/trtexec.txt"},
+                               info={"trtexec": line}) from None
+        write_text_atomic(d / "trtexec.txt", res["trtexec"] + "\n")
+        rows = ctx.measure(self.name, engine, "tensorrt", note=res["note"])  # a host proxy says so in its rows
+        return StageResult(artifacts={"engine": "engine/model.engine", "trtexec": "engine/trtexec.txt"}, rows=rows,
+                           info={"sidecar": res["sidecar"], "trtexec": res["trtexec"]})
 

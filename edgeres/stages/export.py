@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeres.errors import EdgeresError
+from edgeres.stages.base import Context, Stage, StageResult
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -127,12 +128,44 @@ def run_export(model_path, out, cfg: ExportConfig | None = None, data=None, trus
     pre = resolve_model_preprocess(meta.preprocess, pre_overrides)
     root = resolve_data_for(meta, data)
     samples = resolve_data(root).val if root else None
+    return export_checked(model, out, pre, meta, cfg, samples)
+
+
+def export_checked(model, out, pre, meta, cfg: ExportConfig, samples) -> dict:
+    """Export, then check parity against PyTorch on ``samples``; a file that does not match is deleted, not left
+    behind as if it were good. The info dict gains ``parity``."""
+    import os
+
     info = export_onnx(model, out, pre, meta, cfg)
     try:
         info["parity"] = parity_check(model, out, samples, pre, cfg)
     except EdgeresError:
-        import os
-
-        os.unlink(out)  # a file that does not match PyTorch is not left behind as if it were good
+        os.unlink(out)
         raise
     return info
+
+
+class ExportStage(Stage):
+    """The (pruned) model as an FP32 ONNX file: BN folded, metadata, parity with PyTorch checked."""
+
+    name = "export"
+    keys = ("opset",)
+    runtime = "onnxruntime"
+
+    def run(self, ctx: Context) -> StageResult:
+        from pathlib import Path
+
+        d = ctx.stage_dir(self.name)
+        lm = ctx.load(ctx.artifact("prune", "model") or Path(ctx.cfg.model))
+        out = d / "model.onnx"
+        info = export_checked(lm.model, out, ctx.pre, lm.meta, ExportConfig(opset=ctx.cfg.opset), ctx.splits.val)
+        if ctx.cfg.sparsity:
+            from edgeres.stages.prune import check_onnx_2_4
+
+            sp = check_onnx_2_4(out)
+            info["sparsity_check"] = {"sparse": len(sp["sparse_layers"]), "dense": sp["dense_layers"]}
+        p = info["parity"]
+        note = f"parity vs torch: max|dlogit| {p['max_abs_dlogit']:.1e}, agreement {p['agreement']:.1f}%"
+        rows = ctx.measure(self.name, out, "onnxruntime", note=note)
+        rows += ctx.measure(self.name, out, "openvino", note="fp32 model (OpenVINO picks bf16 on AMX CPUs)")
+        return StageResult(artifacts={"onnx": "export/model.onnx"}, rows=rows, info=info)

@@ -9,11 +9,15 @@ its masks stay fixed through fine-tuning.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, StageSkipped
+from edgeres.stages.base import Context, Stage, StageResult
 
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -278,7 +282,7 @@ def choose_form(model, meta, size: int, trust_model: bool = False, log=None) -> 
     if form.startswith("timm:"):
         if _rebuilds(form, model):
             return form
-        (log or print)(f"note: {type(model).__name__} was built with other arguments than timm's {form[5:]!r} "
+        (log or _log.warning)(f"note: {type(model).__name__} was built with other arguments than timm's {form[5:]!r} "
                        "defaults; it is written as its torch.export program instead")
         form = PROGRAM_ARCH
     if form != PROGRAM_ARCH:
@@ -293,7 +297,7 @@ def choose_form(model, meta, size: int, trust_model: bool = False, log=None) -> 
             f"{type(model).__name__} is neither a torchvision nor a timm ResNet and torch.export cannot capture it "
             f"({why}), so a pruned copy could only be written as a pickled module; pass --trust-model to allow that "
             "(reloading it will need --trust-model and your class importable)")
-    (log or print)(f"note: {type(model).__name__} cannot be exported with torch.export ({why}); the pruned model is "
+    (log or _log.warning)(f"note: {type(model).__name__} cannot be exported with torch.export ({why}); the pruned model is "
                    "written as a pickled module (--trust-model): reloading it needs --trust-model and your class")
     return PICKLED_ARCH
 
@@ -474,3 +478,51 @@ def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, 
     after = top1(info["model"])
     info.update(top1_before=before, top1_after=after)
     return info
+
+
+class PruneStage(Stage):
+    """Structured channel pruning (by ratio, or by a latency target measured on the target's runtime) and 2:4
+    sparsity, then distillation fine-tuning from the unpruned model; under torchrun the other ranks join the
+    fine-tuning (edgeres.ddp)."""
+
+    name = "prune"
+    keys = ("prune", "target_latency_ms", "target_speedup", "sparsity", "importance", "finetune_epochs", "kd_alpha",
+            "kd_temperature", "finetune_lr", "batch_size", "seed", "target")
+    runtime = "torch"
+
+    def run(self, ctx: Context) -> StageResult:
+        from edgeres import ddp
+
+        cfg = ctx.cfg
+        latency_goal = cfg.target_latency_ms is not None or cfg.target_speedup is not None
+        if not cfg.prune and not cfg.sparsity and not latency_goal:
+            raise StageSkipped("pruning off (--prune 0)")
+        d = ctx.stage_dir(self.name)
+        loaded = ctx.load(cfg.model)  # a fresh copy: pruning changes it in place
+        pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed)
+        ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
+                            lr=cfg.finetune_lr, batch_size=cfg.batch_size)
+        search = None
+        if latency_goal:  # the ratio whose measured latency meets the target (or the MACs fallback, named in the note)
+            from edgeres.stages.prune_latency import LatencyTarget, find_ratio
+
+            search = find_ratio(loaded.model, ctx.target, ctx.pre,
+                                LatencyTarget(cfg.target_latency_ms, cfg.target_speedup), pc,
+                                classes=ctx.splits.classes, threads=cfg.threads, log=ctx.log)
+            pc.ratio = search["ratio"]
+        ddp.send_job({"prune": pc, "finetune": ft})  # under torchrun: the other ranks join the fine-tuning
+        info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target,
+                                  trust_model=cfg.trust_model)
+        for tmp in d.glob("model.last.pt"):
+            tmp.unlink()  # only for resuming an interrupted fine-tune; the stage is done
+        note = f"channel ratio {info['ratio']:.2f}, {info['macs_before'] / max(1, info['macs_after']):.2f}x fewer MACs"
+        if cfg.sparsity:
+            note += f", 2:4 on {info.get('sparse_layers', 0)} layers"
+        if search is not None:
+            from edgeres.stages.prune_latency import summary
+
+            info["latency_search"] = search
+            note += f"; {summary(search)}"
+        rows = ctx.measure(self.name, d / "model.pt", "torch", note=note, model=info["model"])
+        keep = {k: v for k, v in info.items() if k not in ("model", "meta")}
+        return StageResult(artifacts={"model": "prune/model.pt"}, rows=rows, info=keep)

@@ -23,12 +23,15 @@ wall-clock figures live in ``benchmarks/``.
 from __future__ import annotations
 
 import copy
+import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from edgeres.errors import EdgeresError
+
+_log = logging.getLogger(__name__)
 
 
 class HostCannotRun(Exception):
@@ -330,7 +333,7 @@ def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, 
     check_prunable(loaded.model)
     pre = resolve_model_preprocess(loaded.meta.preprocess, pre_overrides)
     found = find_ratio(loaded.model, target, pre, goal, cfg, classes=loaded.meta.classes or None,
-                       log=print if progress else None, measure=measure)
+                       log=_log.info if progress else None, measure=measure)
     cfg = replace(cfg, ratio=found["ratio"], target_macs=None)
     info = run_prune(model_path, out, cfg, ft, data=data, target=target, trust_model=trust_model,
                      pre_overrides=pre_overrides, progress=progress)

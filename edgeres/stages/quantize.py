@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, StageSkipped
+from edgeres.stages.base import Context, Stage, StageResult
 
 PASS_THROUGH = ("MaxPool", "GlobalAveragePool", "AveragePool", "Flatten", "Reshape", "Identity")
 METHODS = ("histogram", "nncf-default", "minmax", "mean-minmax", "percentile", "entropy")
@@ -527,7 +528,13 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
 
     import onnx
 
-    from edgeres.calibration import activation_scales_from_qdq, calibration_set_from, load_arrays, write_manifest, write_trt_cache
+    from edgeres.calibration import (
+        activation_scales_from_qdq,
+        calibration_set_from,
+        load_arrays,
+        write_manifest,
+        write_trt_cache,
+    )
     from edgeres.data import resolve_data
     from edgeres.metrics import iter_batches
     from edgeres.stages import resolve_model_preprocess
@@ -921,3 +928,62 @@ def budget_note(b: dict) -> str:
         s += (f"; {len(b['float_layers'])} layers kept {prec}, {100 * b['float_macs_share']:.1f}% of MACs not INT8: "
               + ", ".join(b["float_layers"][:6]) + (" ..." if len(b["float_layers"]) > 6 else ""))
     return s
+
+
+class QuantizeStage(Stage):
+    """INT8 post-training quantization in the target's form, held to its accuracy budget against the FP32 export
+    (other calibration methods, float layers, QAT when over it); measured against the FP32 export."""
+
+    name = "quantize"
+    keys = ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed", "int8_max_drop",
+            "int8_fallback", "qat_epochs")
+    runtime = "onnxruntime"
+
+    def run(self, ctx: Context) -> StageResult:
+        import os
+
+        from edgeres.calibration import calibration_set_from, select_stratified
+        from edgeres.stages.qat import make_qat
+
+        t, cfg = ctx.target, ctx.cfg
+        if not t.int8:
+            raise StageSkipped(f"{t.name} has no useful INT8 ({', '.join(t.precisions)}): the FP32 export is "
+                               "deployed, FP16 engine")
+        d = ctx.stage_dir(self.name)
+        if cfg.calib:
+            cs = calibration_set_from(cfg.calib, cfg.calib_size, cfg.seed)
+        else:
+            cs = select_stratified(ctx.splits.train or ctx.splits.val, cfg.calib_size, cfg.seed, ctx.splits.classes,
+                                   ctx.splits.root)
+        budget = cfg.quant_max_drop if cfg.quant_max_drop is not None else cfg.int8_max_drop  # the old name: an alias
+        qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=budget,
+                            fallback=tuple(x for x in cfg.int8_fallback if x != "none"), qat_epochs=cfg.qat_epochs)
+        out = d / "model_int8.onnx"
+        qat = make_qat(ctx.artifact("prune", "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
+                       lr=qc.qat_lr, batch_size=cfg.batch_size, trust_model=cfg.trust_model, log=ctx.log)
+        info = run_quantize(ctx.artifact("export", "onnx"), None, t, out, qc, seed=cfg.seed, calib_set=cs,
+                            pre_overrides=ctx.pre_overrides(), splits=ctx.splits, qat=qat, log=ctx.log)
+        info.pop("nncf_log", None)
+        note = ("ONNX Runtime as the accuracy proxy for the TensorRT engine (latency of S8 Q/DQ on CPU is not the "
+                "engine's)" if t.quant_format == "trt-qdq" else "uint8 activations / int8 weights (ORT x86 fast path)")
+        if info.get("budget"):
+            note = budget_note(info["budget"]) + "; " + note
+        rows = ctx.measure(self.name, out, "onnxruntime", note=note)
+        fp32, int8 = ctx.stage_logits("export", "onnxruntime"), ctx.stage_logits(self.name, "onnxruntime")
+        if fp32 is not None and int8 is not None and fp32.shape == int8.shape:
+            from edgeres.metrics import agreement, topk_accuracy
+
+            y = np.asarray([c for _, c in ctx.splits.val])
+            vs = {"top1_delta_vs_fp32": topk_accuracy(int8, y, (1,))["top1"] - topk_accuracy(fp32, y, (1,))["top1"],
+                  "agreement_vs_fp32": agreement(int8, fp32)["agreement"]}
+            info.update(vs)
+            for r in rows:
+                r["note"] = (f"INT8 vs its FP32 export: {vs['top1_delta_vs_fp32']:+.2f} points, "
+                             f"{vs['agreement_vs_fp32']:.1f}% same top-1; " + (r["note"] or ""))
+        if t.quant_format == "ort-u8s8":
+            rows += ctx.measure(self.name, out, "openvino")
+        arts = {"onnx": "quantize/model_int8.onnx", "manifest": "quantize/model_int8.onnx.calib.json"}
+        for k in ("sensitivity_csv", "sensitivity_png", "calib_cache"):
+            if info.get(k) and os.path.exists(info[k]):
+                arts[k] = os.path.relpath(info[k], ctx.run_dir)
+        return StageResult(artifacts=arts, rows=rows, info=info)

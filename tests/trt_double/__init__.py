@@ -634,7 +634,7 @@ def make_tensorrt(flavour: str, dla_cores: int = 0, logs: list | None = None) ->
 
         def execute_async_v3(self, stream_handle):
             feeds = {}
-            for n, shape, dt, mode in self.engine._io:
+            for n, _shape, dt, mode in self.engine._io:
                 if mode != TensorIOMode.INPUT:
                     continue
                 if n not in self.shapes or n not in self.addr:
