@@ -34,6 +34,19 @@ def tiny_ckpt(tmp_path_factory, demo_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_ckpt) -> Path:
+    """``tiny_ckpt`` exported once to FP32 ONNX (32 px, dynamic batch): read-only, shared by every test that needs it."""
+    from edgeres.data import Preprocess
+    from edgeres.models import load_model
+    from edgeres.stages.export import export_onnx
+
+    lm = load_model(tiny_ckpt)
+    path = tmp_path_factory.mktemp("tiny_onnx") / "m.onnx"
+    export_onnx(lm.model, path, Preprocess(size=32), lm.meta)
+    return path
+
+
+@pytest.fixture(scope="session")
 def r50_ckpt(tmp_path_factory, demo_data) -> Path:
     """An (untrained) ResNet50 edgeres checkpoint for the demo classes at 32 px."""
     import torch

@@ -73,17 +73,15 @@ def test_build_spec_checks_the_profile(tmp_path):
     assert "trtexec --onnx=m.onnx" in trtexec_line(s)
 
 
-def test_engine_stage_skips_with_reason_without_tensorrt(tmp_path, tiny_ckpt, cli):
+def test_engine_stage_skips_with_reason_without_tensorrt(tmp_path, tiny_onnx, cli):
     try:
         import tensorrt  # noqa: F401
         pytest.skip("tensorrt installed: the build itself is tested by test_trt_build")
     except ImportError:
         pass
-    from edgeres.models import load_model
-    from edgeres.stages.export import export_onnx
+    import shutil
 
-    lm = load_model(tiny_ckpt)
-    export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)
+    shutil.copy(tiny_onnx, tmp_path / "m.onnx")
     with pytest.raises(StageSkipped, match="tensorrt not importable") as e:
         run_engine(tmp_path / "m.onnx", tmp_path / "m.engine", get_target("jetson"), Preprocess(size=32))
     assert e.value.info["trtexec"].startswith("trtexec --onnx=") and not (tmp_path / "m.engine").exists()
@@ -92,20 +90,16 @@ def test_engine_stage_skips_with_reason_without_tensorrt(tmp_path, tiny_ckpt, cl
 
 
 @pytest.mark.trt
-def test_trt_build_and_run(tmp_path, tiny_ckpt, demo_data):
+def test_trt_build_and_run(tmp_path, tiny_onnx, demo_data):
     """Runs only where TensorRT and a CUDA device exist (a Jetson, a GPU workstation): real build, real inference."""
     pytest.importorskip("tensorrt")
     import numpy as np
     from edgeres_deploy.trt import TrtRunner
 
-    from edgeres.models import load_model
     from edgeres.runtimes.ort import OrtRuntime
-    from edgeres.stages.export import export_onnx
     from edgeres.stages.quantize import QuantizeConfig, run_quantize
 
-    lm = load_model(tiny_ckpt)
-    export_onnx(lm.model, tmp_path / "m.onnx", Preprocess(size=32), lm.meta)
-    run_quantize(tmp_path / "m.onnx", demo_data, get_target("cuda-gpu"), tmp_path / "q.onnx", QuantizeConfig(subset_size=20))
+    run_quantize(tiny_onnx, demo_data, get_target("cuda-gpu"), tmp_path / "q.onnx", QuantizeConfig(subset_size=20))
     try:
         run_engine(tmp_path / "q.onnx", tmp_path / "q.engine", get_target("cuda-gpu"), Preprocess(size=32))
     except StageSkipped as e:

@@ -15,15 +15,8 @@ from edgeres.targets import get_target
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(tmp_path_factory, tiny_ckpt):
-    from edgeres.data import Preprocess
-    from edgeres.models import load_model
-    from edgeres.stages.export import export_onnx
-
-    lm = load_model(tiny_ckpt)
-    path = tmp_path_factory.mktemp("b") / "m.onnx"
-    export_onnx(lm.model, path, Preprocess(size=32), lm.meta)
-    return path
+def fp32_onnx(tiny_onnx):
+    return tiny_onnx  # conftest: exported once per session
 
 
 @pytest.fixture(scope="module")
