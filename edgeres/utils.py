@@ -1,40 +1,19 @@
-"""Small helpers shared by every stage: atomic writes (one definition with the device: edgeres_deploy.fsio), hashing,
-seeding."""
+"""Small helpers shared by every stage: atomic writes (one definition with the device: edgeres_deploy.fsio), hashing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 from edgeres_deploy.bundle import sha256 as sha256_file  # one definition for host and device
 from edgeres_deploy.fsio import atomic_path, clean_stale_tmp, write_bytes_atomic, write_json_atomic, write_text_atomic
 
-__all__ = ["atomic_path", "clean_stale_tmp", "file_size_mb", "read_stage_record", "remove_empty_dirs", "save_npy_atomic",
-           "seed_everything", "sha256_file", "sha256_json", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "clean_stale_tmp", "read_stage_record", "remove_empty_dirs", "save_npy_atomic",
+           "sha256_file", "sha256_json", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
-
-
-def file_size_mb(path: str | os.PathLike) -> float:
-    return os.path.getsize(path) / 1e6
 
 
 def save_npy_atomic(path, arr) -> None:

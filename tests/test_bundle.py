@@ -73,6 +73,7 @@ def test_tampered_bundle_is_refused(bundle, tmp_path):
     assert "model.onnx: missing" in _run(root, "verify").stderr
 
 
+@pytest.mark.slow
 def test_deploy_runtime_without_torch_matches_host(bundle, demo_data, tmp_path):
     """The bundle's runtime, unpacked, in a clean venv without torch (ONNX Runtime backend): same top-1 as the host."""
     from edgeres.evaluate import evaluate_artifact

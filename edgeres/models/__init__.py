@@ -452,8 +452,6 @@ def _check_classes(path, found, wanted) -> None:
         raise ModelFileError(f"{path} has {found} output classes but {wanted} were asked for (--num-classes); use a model trained for {wanted} classes")
 
 
-def count_params(model) -> int:
-    return int(sum(p.numel() for p in model.parameters()))
 
 
 def num_outputs(model, size: int = 32) -> int | None:
