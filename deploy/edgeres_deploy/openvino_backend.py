@@ -33,6 +33,7 @@ class OpenVinoBackend:
         self.request = self.compiled.create_infer_request()
         shape = model.inputs[0].get_partial_shape()
         self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
+        self.max_batch = None  # no profile limit: any batch the model's shape allows (cf. the TensorRT backend)
         self.device = "cpu"
         self.version = ov.get_version()
 
