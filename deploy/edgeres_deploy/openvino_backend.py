@@ -34,6 +34,10 @@ class OpenVinoBackend:
         shape = model.inputs[0].get_partial_shape()
         self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
         self.max_batch = None  # no profile limit: any batch the model's shape allows (cf. the TensorRT backend)
+        self.last_gpu_ms = None  # CPU: no GPU compute time
+        from edgeres_deploy.check import onnx_precision
+
+        self.precision = onnx_precision(Path(root) / "model.onnx")
         self.device = "cpu"
         self.version = ov.get_version()
 
