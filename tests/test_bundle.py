@@ -18,14 +18,15 @@ REQUIRED = {"manifest.json", "README.md", "install.sh", "run.sh", "model.onnx", 
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_ckpt, demo_data):
+def bundle(tmp_path_factory, tiny_ckpt, tiny_onnx, demo_data):
+    import shutil
+
     from edgeres.models import load_model
-    from edgeres.stages.export import export_onnx
 
     d = tmp_path_factory.mktemp("bundle")
     lm = load_model(tiny_ckpt)
     pre = Preprocess(size=32)
-    export_onnx(lm.model, d / "m.onnx", pre, lm.meta)
+    shutil.copy(tiny_onnx, d / "m.onnx")
     t = get_target("jetson-orin-nano")
     res = make_bundle(d / "b.tar.gz", d / "m.onnx", t, pre, lm.meta.classes, spec=build_spec(d / "m.onnx", "x", t, pre))
     root = d / "unpacked"

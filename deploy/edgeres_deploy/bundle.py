@@ -318,13 +318,8 @@ def print_problems(root, problems) -> None:
 def launch(argv) -> int:
     """run.sh: verify the bundle this file belongs to, then run the command line from it (edgeres_deploy.__main__)."""
     root = os.path.realpath(code_root_of(__file__))
-    try:
-        manifest, problems = check(root)
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if problems:
-        print_problems(root, problems)
+    manifest = _checked(root)
+    if manifest is None:
         return 1
     only = _verify_only(argv)
     if only == "":  # `verify` of this bundle: just done, with the standard library only (install.sh runs it first)
@@ -371,15 +366,27 @@ def verify_command(root) -> int:
     """`verify`: every problem on its own line, exit 1; or one line saying the bundle matches."""
     try:
         root = find_root(root)
-        manifest, problems = check(root)
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if problems:
-        print_problems(root, problems)
+    manifest = _checked(root)
+    if manifest is None:
         return 1
     print(_matches(root, manifest))
     return 0
+
+
+def _checked(root):
+    """The manifest of the bundle at ``root`` when the folder matches it exactly; else None, the problems printed."""
+    try:
+        manifest, problems = check(root)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    if problems:
+        print_problems(root, problems)
+        return None
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------------ bundle files

@@ -14,17 +14,11 @@ change by a bit) that let ONNX Runtime and OpenVINO run more of the network in I
 
 from __future__ import annotations
 
+from edgeres.stages.quantize import _consumers  # one graph helper for every Q/DQ rule (quantize imports us lazily)
+
 
 def _producers(model) -> dict:
     return {o: n for n in model.graph.node for o in n.output}
-
-
-def _consumers(model) -> dict:
-    out: dict = {}
-    for n in model.graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
 
 
 def requantize_maxpool(model) -> int:
