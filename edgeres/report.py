@@ -205,7 +205,7 @@ def plot(rows: list, path, recommendation: dict | None = None, target: dict | No
             ax.set_xlim(0, max(r["latency_p50_ms"] for r in ok) * 1.12)
     if proxies:
         ax.text(0.01, 0.03, "hollow markers: CPU latency of the TensorRT-form INT8 ONNX (ONNX Runtime on this host) -\n"
-                "a proxy only, not the Jetson engine's latency; measure it on the device (edgeres_deploy bench)",
+                "a proxy only, not the Jetson engine's latency; measure it on the device (./run.sh bench)",
                 transform=ax.transAxes, fontsize=8.5, color="darkred", va="bottom",
                 bbox={"boxstyle": "round", "fc": "mistyrose", "ec": "darkred", "alpha": 0.9})
     bs = ok[0]["batch_size"] if ok else "?"
@@ -321,19 +321,19 @@ def verdict_lines(rows: list, rec: dict, target: dict | None = None, run_dir: st
         if mem and mem > 1.05:
             parts.append(f"{mem:.1f}x less peak memory")
         acc = f"top-1 {rec['top1']:.2f}% ({rec['top1_delta'] or 0:+.2f} points vs the baseline's " \
-              f"{base['top1']:.2f}%, budget -{rec['budget_points']:g})" if base else f"top-1 {rec['top1']:.2f}%"
+              f"{base['top1']:.2f}%; budget {rec['budget_points']:g} point(s))" if base else f"top-1 {rec['top1']:.2f}%"
         if rec_row.get("agreement") is not None:
             acc += f", {rec_row['agreement']:.1f}% same predictions"
         second = "**Gain:** " + ", ".join(parts + [acc]) + "."
     if on_trt:
         third = ("**Still to measure on the device:** the TensorRT engine's latency, throughput and memory (this host "
                  "has no TensorRT: its CPU latency of the INT8 file is only a proxy). On the Jetson: "
-                 "`tar xzf bundle.tar.gz && sh install.sh && python3 -m edgeres_deploy build && "
-                 "python3 -m edgeres_deploy bench --csv device.csv`, then here: "
+                 "`mkdir b && tar xzf bundle.tar.gz -C b && cd b && sh install.sh && ./run.sh build && "
+                 "./run.sh bench --csv ../device.csv`, then here: "
                  f"`edgeres report --run {run} --merge device.csv`.")
     else:
         third = ("**Still to measure on the device:** latency and memory on the target itself if it is not this host: "
-                 "`python3 -m edgeres_deploy bench --csv device.csv` from the bundle, then "
+                 "`./run.sh bench --csv ../device.csv` from the unpacked bundle, then "
                  f"`edgeres report --run {run} --merge device.csv`.")
     return [first, second, third]
 

@@ -50,7 +50,7 @@ def test_verdict_is_three_lines_deploy_gain_and_device_step():
     assert "7.8x smaller" in lines[1] and "2.0x fewer MACs" in lines[1] and "-0.80 points" in lines[1]
     assert "90.00%" in lines[1] and "96.0% same predictions" in lines[1]
     assert "faster" not in lines[1]  # a proxy latency is never sold as a speed-up
-    assert "edgeres_deploy bench" in lines[2] and "edgeres report --run runs/demo --merge device.csv" in lines[2]
+    assert "./run.sh bench" in lines[2] and "edgeres report --run runs/demo --merge device.csv" in lines[2]
     none = verdict_lines(_rows(), {"artifact": None, "reason": "no artifact within 1.0 points"}, JETSON)
     assert none[0].startswith("**No recommendation:**") and "within 1.0 points" in none[0] and len(none) == 3
 
