@@ -34,3 +34,26 @@ class StageSkipped(Exception):
                  info: dict | None = None):
         super().__init__(reason)
         self.runtime, self.artifacts, self.info = runtime, dict(artifacts or {}), dict(info or {})
+
+
+def describe_oserror(e: OSError) -> str:
+    """One line for a file-system error: the path, what went wrong, and what to do about it."""
+    import errno
+
+    path = e.filename if e.filename is not None else "a file"
+    if e.filename2 is not None:
+        path = f"{path} -> {e.filename2}"
+    what = e.strerror or str(e)
+    fix = {
+        errno.ENOSPC: "free some space or write somewhere else (e.g. another --out)",
+        errno.EDQUOT: "free some space or write somewhere else (e.g. another --out)",
+        errno.EROFS: "the file system is read-only; write somewhere else (e.g. another --out)",
+        errno.EACCES: "you lack permission there; fix the permissions or choose another path",
+        errno.EPERM: "you lack permission there; fix the permissions or choose another path",
+        errno.ENOTDIR: "a part of that path is a file, not a folder; choose another path",
+        errno.EISDIR: "that path is a folder; give a file name",
+        errno.ENOENT: "check the path",
+        errno.ELOOP: "the path is a symbolic-link loop; fix or remove the link",
+        errno.ENAMETOOLONG: "use a shorter path",
+    }.get(e.errno, "check the path and the disk")
+    return f"{path}: {what}; {fix}"

@@ -62,7 +62,9 @@ class Pipeline:
         for f in force:
             if f not in STAGE_NAMES:
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGE_NAMES)}")
-        self.cfg, self.force, self.log, self.stages = cfg, set(force), log or _log.info, stages
+        by_name = {s.name: s for s in STAGES}  # a subset may be given by name, e.g. ("baseline", "prune")
+        self.stages = tuple(by_name[s] if isinstance(s, str) else s for s in stages)
+        self.cfg, self.force, self.log = cfg, set(force), log or _log.info
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
 
