@@ -131,7 +131,10 @@ def test_interrupted_run_resumes_cleanly(tmp_path, tiny_ckpt):
     out = tmp_path / "r"
     args = [sys.executable, "-m", "edgeres", "optimize", "--model", str(tiny_ckpt), "--out", str(out), "--prune", "0.3",
             "--finetune-epochs", "20", "--calib-size", "20", "--latency-min-time", "0.1", "--no-memory"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell's background job inherits SIGINT ignored (and Python then installs no KeyboardInterrupt handler):
+    # give the child the default disposition, as an interactive user's Ctrl-C would find it
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     # prune/model.pt appears (atomically) once the channels are pruned: the stage is then in its 20-epoch fine-tuning
     while not (out / "prune" / "model.pt").exists() and proc.poll() is None and time.time() < deadline:
