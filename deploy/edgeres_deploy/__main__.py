@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeres_deploy import bundle as B
-from edgeres_deploy.cuda_mem import BackendUnavailable
+from edgeres_deploy.cuda_mem import BackendUnavailable, CpuBackend
 from edgeres_deploy.metrics import measure_latency, peak_rss_mb, run_padded, topk_accuracy
 from edgeres_deploy.preprocess import ImageError, Preprocess, imagefolder_samples
 
 
-class OrtBackend:
+class OrtBackend(CpuBackend):
     name = "onnxruntime"
 
     def __init__(self, root: Path, threads: int | None = None):
@@ -40,20 +40,12 @@ class OrtBackend:
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
         self.device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
         self.version = ort.__version__
-        self.max_batch = None
-        self.last_gpu_ms = None
         from edgeres_deploy.check import onnx_precision
 
         self.precision = onnx_precision(root / "model.onnx")
 
     def run(self, x):
         return self.session.run(None, {self.input.name: np.ascontiguousarray(x, np.float32)})[0]
-
-    def sync(self):
-        pass
-
-    def gpu_mem_mb(self):
-        return None
 
 
 class TrtBackend:

@@ -16,6 +16,20 @@ class BackendUnavailable(Exception):
     """The backend cannot run here; the message says why."""
 
 
+class CpuBackend:
+    """What every on-device backend answers, with the CPU runtimes' values: no batch-profile limit, no GPU time or
+    memory, nothing to synchronise. ONNX Runtime and OpenVINO subclass it; TensorRT answers from its engine."""
+
+    max_batch = None
+    last_gpu_ms = None
+
+    def sync(self):
+        pass
+
+    def gpu_mem_mb(self):
+        return None
+
+
 class _PyCuda:
     name = "pycuda"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeres_deploy.cuda_mem import BackendUnavailable
+from edgeres_deploy.cuda_mem import BackendUnavailable, CpuBackend
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(CpuBackend):
     name = "openvino"
 
     def __init__(self, root: Path, threads: int | None = None):
@@ -33,8 +33,6 @@ class OpenVinoBackend:
         self.request = self.compiled.create_infer_request()
         shape = model.inputs[0].get_partial_shape()
         self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
-        self.max_batch = None  # no profile limit: any batch the model's shape allows (cf. the TensorRT backend)
-        self.last_gpu_ms = None  # CPU: no GPU compute time
         from edgeres_deploy.check import onnx_precision
 
         self.precision = onnx_precision(Path(root) / "model.onnx")
@@ -44,12 +42,6 @@ class OpenVinoBackend:
     def run(self, x):
         self.request.infer({0: np.ascontiguousarray(x, np.float32)})
         return self.request.get_output_tensor(0).data.copy()
-
-    def sync(self):
-        pass
-
-    def gpu_mem_mb(self):
-        return None
 
 
 def preferred_backend(root: Path) -> str | None:
