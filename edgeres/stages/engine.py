@@ -49,32 +49,25 @@ def _is_qdq(onnx_path) -> bool:
     return onnx_precision(onnx_path) == "int8"
 
 
-def _onnx_io(onnx_path) -> tuple[str, int | None]:
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    inp = m.graph.input[0]
-    d0 = inp.type.tensor_type.shape.dim[0]
-    return inp.name, (d0.dim_value if d0.HasField("dim_value") else None)
-
-
-def _onnx_chw(onnx_path) -> tuple | None:
-    """C, H, W of the ONNX input when all fixed: TensorRT refuses a profile that disagrees with the network's fixed
-    dimensions, so these, not the preprocess size, shape the profile and the trtexec line."""
+def _onnx_io(onnx_path) -> tuple[str, int | None, tuple | None]:
+    """The ONNX input's name, its fixed batch (None when dynamic) and its C, H, W when all fixed: TensorRT refuses a
+    profile that disagrees with the network's fixed dimensions, so these, not the preprocess size, shape the profile
+    and the trtexec line. One read of the file (the graph only, no external weights)."""
     import onnx
 
     m = onnx.load(str(onnx_path), load_external_data=False)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in m.graph.input[0].type.tensor_type.shape.dim]
-    return tuple(dims[1:]) if len(dims) == 4 and all(dims[1:]) else None
+    chw = tuple(dims[1:]) if len(dims) == 4 and all(dims[1:]) else None
+    return m.graph.input[0].name, (dims[0] if dims else None), chw
 
 
 def onnx_build_spec(onnx_path, engine_path, target, pre, dla_core: int | None = None, sparsity: bool = False,
                     **kw) -> BuildSpec:
     """``build_spec`` with the input name, fixed batch and C, H, W read from the ONNX file itself: what the engine
     stage, the pipeline's bundle and `edgeres deploy` all build from."""
-    name, fixed = _onnx_io(onnx_path)
+    name, fixed, chw = _onnx_io(onnx_path)
     return build_spec(onnx_path, engine_path, target, pre, input_name=name, dla_core=dla_core, sparsity=sparsity,
-                      fixed_batch=fixed, input_shape=_onnx_chw(onnx_path), **kw)
+                      fixed_batch=fixed, input_shape=chw, **kw)
 
 
 def trtexec_line(spec: BuildSpec) -> str:
