@@ -121,6 +121,8 @@ def _make_modules():
 def attach_fake_quant(model, qmodel) -> dict:
     """Put the Q/DQ graph's quantizers on ``model`` (BN folded). Returns {"layers": {onnx name: module name},
     "act": {Q node name: ActFQ}, "weights": {onnx name: WeightFQ}, "hooks": [...]}."""
+    import torch
+    from onnx import numpy_helper
     from torch import nn
     from torch.nn.utils import parametrize
 
@@ -129,6 +131,10 @@ def attach_fake_quant(model, qmodel) -> dict:
     ActFQ, WeightFQ = _make_modules()
     inits = {i.name: i for i in qmodel.graph.initializer}
     producer = {o: n for n in qmodel.graph.node for o in n.output}
+    consumers: dict = {}
+    for n in qmodel.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     mods = dict(model.named_modules())
     fq = nn.ModuleDict()
     layers, weights, hooks, act_for = {}, {}, [], {}
@@ -151,8 +157,6 @@ def attach_fake_quant(model, qmodel) -> dict:
             continue
         if wdq.input[0] not in inits:
             continue
-        from onnx import numpy_helper
-
         wq = numpy_helper.to_array(inits[wdq.input[0]])
         if tuple(wq.shape) != tuple(m.weight.shape):
             raise EdgeresError(f"QAT: layer {n.name} of the ONNX file does not match {mname} of the PyTorch model "
@@ -160,6 +164,12 @@ def attach_fake_quant(model, qmodel) -> dict:
         ws = numpy_helper.to_array(inits[wdq.input[1]]).astype(np.float32)
         ws = np.broadcast_to(ws.reshape(-1), (wq.shape[0],)).copy()
         wfq = WeightFQ(ws)
+        bias_at = _bias_input(n, consumers, inits)
+        if bias_at is not None and m.bias is not None:  # start from the file's bias (NNCF's bias correction included)
+            b = numpy_helper.to_array(inits[bias_at[0].input[bias_at[1]]]).reshape(-1)
+            if b.shape == tuple(m.bias.shape):
+                with torch.no_grad():
+                    m.bias.copy_(torch.from_numpy(b.astype(np.float32)))
         parametrize.register_parametrization(m, "weight", wfq)
         weights[n.name] = wfq
         layers[n.name] = mname
@@ -182,6 +192,20 @@ def attach_fake_quant(model, qmodel) -> dict:
             hooks.append(mods[layers[src.name]].register_forward_hook(lambda _m, _i, out, a=a: a(out)))
     model.edgeres_fake_quant = fq  # registered as a submodule: its scales are trained with the weights
     return {"layers": layers, "act": {k: fq[f"a{v}"] for k, v in act_for.items()}, "weights": weights, "hooks": hooks}
+
+
+def _bias_input(n, consumers: dict, inits: dict):
+    """(node, input index) holding layer ``n``'s float bias: its own third input, or — for an x86 Gemm whose bias was
+    moved out so it fuses into QGemm (x86_int8.split_gemm_bias) — the initializer input of the Add after it."""
+    if len(n.input) > 2 and n.input[2]:
+        return n, 2
+    users = consumers.get(n.output[0], [])
+    if n.op_type == "Gemm" and len(users) == 1 and users[0].op_type == "Add":
+        add = users[0]
+        for i, name in enumerate(add.input):
+            if name != n.output[0] and name in inits:
+                return add, i
+    return None
 
 
 def write_back(qmodel, model, fq: dict):
@@ -215,9 +239,10 @@ def write_back(qmodel, model, fq: dict):
                 numpy_helper.from_array(s.numpy().astype(np.float32).reshape(numpy_helper.to_array(inits[wdq.input[1]]).shape),
                                         f"{tag}_qat_ws")]
         wdq.input[0], wdq.input[1] = f"{tag}_qat_w", f"{tag}_qat_ws"
-        if len(n.input) > 2 and n.input[2] and m.bias is not None:
+        bias_at = _bias_input(n, consumers, inits)
+        if bias_at is not None and m.bias is not None:
             new.append(numpy_helper.from_array(m.bias.detach().float().numpy(), f"{tag}_qat_b"))
-            n.input[2] = f"{tag}_qat_b"
+            bias_at[0].input[bias_at[1]] = f"{tag}_qat_b"
     for qname, a in fq["act"].items():
         q = next(x for x in out.graph.node if x.name == qname)
         scale = np.asarray(float(a.scale.detach().abs()) + 1e-12, np.float32).reshape(
