@@ -45,40 +45,52 @@ def test_rules_applied_and_activations_are_uint8(files):
     from onnx import TensorProto
 
     r = files["info"]["x86_rules"]
-    assert r["maxpool_requantized"] == 1 and r["relu_folded"] >= 8 and r["activations_to_uint8"] > 0
+    assert r["passthrough_requantized"] == 2 and r["relu_folded"] >= 8 and r["activations_to_uint8"] > 0
     m = onnx.load(str(files["edgeres"]))
     inits = {i.name: i for i in m.graph.initializer}
     q_zps = [inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear"]
     assert q_zps and all(t == TensorProto.UINT8 for t in q_zps)  # ORT's x86 fast path: u8 activations
 
 
-def test_rules_are_exact(files):
+def test_rules_are_exact(files, monkeypatch):
+    """The graph rules change no output bit; moving the Gemm's bias out (so it runs as QGemm) changes only the float
+    summation order."""
     import nncf
     from edgeres.calibration import nncf_dataset
 
     from edgeres.runtimes.ort import OrtRuntime
+    from edgeres.stages import x86_int8
     from edgeres.stages.quantize import nncf_settings
-    from edgeres.stages.x86_int8 import apply_x86_rules
 
     calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     raw = nncf.quantize(onnx.load(str(files["fp"])), nncf_dataset(calib, "input"),
                         **nncf_settings("ort-u8s8", QuantizeConfig(method="minmax", subset_size=4, bias_correction=False)))
     onnx.save(raw, str(files["dir"] / "raw.onnx"))
-    ruled = onnx.load(str(files["dir"] / "raw.onnx"))
-    apply_x86_rules(ruled)
-    onnx.checker.check_model(ruled)
-    onnx.save(ruled, str(files["dir"] / "ruled.onnx"))
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    a = OrtRuntime(files["dir"] / "raw.onnx").run(x)
-    b = OrtRuntime(files["dir"] / "ruled.onnx").run(x)
-    assert np.array_equal(a, b)
+    ref = OrtRuntime(files["dir"] / "raw.onnx").run(x)
+
+    def ruled(name):
+        m = onnx.load(str(files["dir"] / "raw.onnx"))
+        counts = x86_int8.apply_x86_rules(m)
+        onnx.checker.check_model(m)
+        onnx.save(m, str(files["dir"] / name))
+        return counts, OrtRuntime(files["dir"] / name).run(x)
+
+    counts, out = ruled("ruled.onnx")
+    assert counts["gemm_bias_split"] == 1
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(out.argmax(1), ref.argmax(1))
+    monkeypatch.setattr(x86_int8, "split_gemm_bias", lambda m: 0)
+    counts, out = ruled("exact.onnx")
+    assert counts["passthrough_requantized"] == 2 and np.array_equal(out, ref)
 
 
 def test_ort_fuses_it_like_quantize_static(files, tmp_path):
     ours, peer = _ort_ops(files["edgeres"], tmp_path / "a.onnx"), _ort_ops(files["ort"], tmp_path / "b.onnx")
     for op in ("QLinearConv", "QLinearAdd"):
         assert ours[op] >= peer[op] > 0, (ours, peer)
-    assert ours["Conv"] == 0 and ours["Add"] == 0  # nothing left in float
+    assert ours["QGemm"] >= peer["QGemm"] == 1  # the classifier too: no weight dequantized per call
+    assert ours["Conv"] == 0 and ours["Gemm"] == 0 and ours["Add"] == 1  # nothing float but the classifier's bias
 
 
 def test_openvino_compiles_it(files):
