@@ -47,3 +47,17 @@ def test_bench_prune_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["runtime"]: r for r in csv.DictReader(open(out))}
     assert float(rows["ratio 0.3"]["macs_removed"]) >= 0.5
+
+
+def test_bench_quantize_peer_smoke(tmp_path, tiny_ckpt, demo_data):
+    """edgeres's x86 INT8 file and ONNX Runtime's quantize_static side by side on the same calibration images, with
+    top-1 and the CPU flags in each row (tiny model; the accuracy comparison is read from the CSV of a real run)."""
+    out = tmp_path / "q.csv"
+    proc = _run("bench_quantize.py", "--model", tiny_ckpt, "--data", demo_data, "--out", out, "--targets", "x86-cpu",
+                "--methods", "minmax", "--paths", "ptq", "peer", "--calib-size", "8", "--min-time", "0.05")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["path"]: r for r in csv.DictReader(open(out))}
+    assert {"ptq-minmax", "peer (min-max)"} <= set(rows)
+    for r in rows.values():
+        assert 0 <= float(r["top1"]) <= 100 and float(r["p50_ms"]) > 0 and 0 <= float(r["agree_vs_fp32_pct"]) <= 100
+    assert rows["peer (min-max)"]["target"] == "x86-cpu" and rows["peer (min-max)"]["top1_delta_vs_fp32"] != ""

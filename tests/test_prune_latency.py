@@ -89,11 +89,30 @@ def test_interleaved_rounds_rotate_and_take_medians():
             t[0] += ms / 1000.0
         return run
 
-    per = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=3, runs=2, warmup=0, clock=clock)
+    per = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=3, runs=2, warmup=0, clock=clock, rewarm=0)
     assert {k: [round(v, 9) for v in vs] for k, vs in per.items()} == {"a": [4.0] * 3, "b": [2.0] * 3}
     assert order == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]  # round 2 starts with b
     s = ratio_stats(per, "a", "b")
     assert s["speedup"] == pytest.approx(2.0) and s["base_ms"] == 4.0
+
+
+def test_interleaved_rounds_do_not_time_the_calls_after_a_switch():
+    """The first calls after another function ran are slow (the other runtime's threads still hold the cores): they
+    are untimed re-warm calls, so no row carries its neighbour's cost."""
+    t, last = [0.0], [None]
+
+    def fn(name, ms):
+        def run():
+            t[0] += (10 * ms if last[0] not in (None, name) else ms) / 1000.0
+            last[0] = name
+        return run
+
+    per = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=4, runs=3, warmup=0, clock=lambda: t[0])
+    assert {k: sorted(set(round(v, 9) for v in vs)) for k, vs in per.items()} == {"a": [4.0], "b": [2.0]}
+    t[0], last[0] = 0.0, None
+    biased = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=4, runs=1, warmup=0,
+                                 clock=lambda: t[0], rewarm=0)
+    assert max(biased["a"]) == 40.0  # what the re-warm calls keep out
 
 
 def test_tensorrt_target_falls_back_to_macs_and_says_so():
