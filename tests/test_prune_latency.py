@@ -89,7 +89,8 @@ def test_interleaved_rounds_rotate_and_take_medians():
             t[0] += ms / 1000.0
         return run
 
-    per = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=3, runs=2, warmup=0, clock=clock, rewarm=0)
+    per = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=3, runs=2, warmup=0, clock=clock, rewarm=0,
+                              settle_ms=0)
     assert {k: [round(v, 9) for v in vs] for k, vs in per.items()} == {"a": [4.0] * 3, "b": [2.0] * 3}
     assert order == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]  # round 2 starts with b
     s = ratio_stats(per, "a", "b")
@@ -109,9 +110,13 @@ def test_interleaved_rounds_do_not_time_the_calls_after_a_switch():
 
     per = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=4, runs=3, warmup=0, clock=lambda: t[0])
     assert {k: sorted(set(round(v, 9) for v in vs)) for k, vs in per.items()} == {"a": [4.0], "b": [2.0]}
+    calls = []
+    interleaved_medians({"a": lambda: (calls.append("a"), t.__setitem__(0, t[0] + 0.004)), "b": lambda: t.__setitem__(0, t[0] + 0.001)},
+                        rounds=1, runs=1, warmup=0, clock=lambda: t[0], rewarm=1, settle_ms=50)
+    assert calls.count("a") == 1 + 13  # untimed until 50 ms had passed (13 x 4 ms), then one timed call
     t[0], last[0] = 0.0, None
     biased = interleaved_medians({"a": fn("a", 4.0), "b": fn("b", 2.0)}, rounds=4, runs=1, warmup=0,
-                                 clock=lambda: t[0], rewarm=0)
+                                 clock=lambda: t[0], rewarm=0, settle_ms=0)
     assert max(biased["a"]) == 40.0  # what the re-warm calls keep out
 
 
