@@ -4,7 +4,9 @@
   Q/DQ, ORT x86 u8s8), with the ONNX Runtime latency of each file;
 * ``ptq+fallback``: the budget loop (other methods, then the most sensitive layers kept float: FP16 casts on
   TensorRT 11) with ``--fallback-budget`` points (default 0.1), the layers kept float and their MACs share;
-* ``qat``: quantization-aware fine-tuning from the PTQ file (forced, whatever the budget), FP32 teacher.
+* ``qat``: quantization-aware fine-tuning from the PTQ file (forced, whatever the budget), FP32 teacher;
+* ``peer``: ONNX Runtime's own ``quantize_static`` (QDQ, u8 activations, s8 per-channel weights, its default min-max
+  calibration) on the same calibration images: the x86 peer edgeres's ``x86-cpu`` file must match in accuracy.
 
 Each row has the seconds that path adds to ``optimize`` (quantize stage only). Top-1 is measured on the validation
 images (calibration uses the training split). Record the CPU flags beside the figures.
@@ -17,19 +19,9 @@ images (calibration uses the training split). Record the CPU flags beside the fi
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 
-from common import random_images, scratch_dir, time_fn, write_rows
-
-
-def cpu_flags() -> str:
-    try:
-        out = subprocess.run(["grep", "-o", "-w", r"avx2\|avx512_vnni\|amx_int8", "/proc/cpuinfo"], capture_output=True, check=False,
-                             text=True).stdout.split()
-        return " ".join(sorted(set(out)))
-    except OSError:
-        return ""
+from common import cpu_flags, random_images, scratch_dir, time_fn, write_rows
 
 
 def main() -> None:
@@ -39,7 +31,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/quantize.csv")
     ap.add_argument("--targets", nargs="+", default=["jetson-orin-nano", "x86-cpu"])
     ap.add_argument("--methods", nargs="+", default=["histogram", "percentile", "entropy", "minmax"])
-    ap.add_argument("--paths", nargs="+", default=["ptq", "fallback", "qat"], choices=["ptq", "fallback", "qat"])
+    ap.add_argument("--paths", nargs="+", default=["ptq", "peer", "fallback", "qat"],
+                    choices=["ptq", "peer", "fallback", "qat"])
     ap.add_argument("--fallback-target", default="jetson-thor", help="Target of the fallback and QAT rows.")
     ap.add_argument("--fallback-budget", type=float, default=0.1)
     ap.add_argument("--qat-epochs", type=int, default=1)
@@ -47,8 +40,11 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=2.0)
     args = ap.parse_args()
 
+    import numpy as np
+
     from edgeres.data import resolve_data
     from edgeres.evaluate import evaluate_artifact
+    from edgeres.metrics import iter_batches
     from edgeres.models import load_model
     from edgeres.runtimes.ort import OrtRuntime
     from edgeres.stages import resolve_model_preprocess
@@ -65,11 +61,23 @@ def main() -> None:
     export_onnx(lm.model, fp32, pre, lm.meta)
     x = random_images(1, pre.size)
 
+    # agreement with FP32 and the logits' relative error: finer than top-1 on a small validation set (1 image = 0.1 pt)
+    batches = list(iter_batches(resolve_data(args.data).val, pre, 64))
+    vx = np.concatenate([b[0] for b in batches])
+
+    def val_logits(rt):
+        return np.concatenate([rt.run(vx[i : i + 64]) for i in range(0, len(vx), 64)])
+
+    ref = val_logits(OrtRuntime(fp32))
+
     def row(name, target, path, file, top1, fp32_top1=None, seconds=None, note=""):
         rt = OrtRuntime(file)
         t = time_fn(lambda: rt.run(x), 1, args.min_time)
+        lg = val_logits(rt)
         return {"runtime": name, "target": target, "path": path, "batch": 1, "top1": round(top1, 2),
                 "top1_delta_vs_fp32": round(top1 - fp32_top1, 2) if fp32_top1 is not None else "",
+                "agree_vs_fp32_pct": round(100 * float((lg.argmax(1) == ref.argmax(1)).mean()), 1),
+                "logit_rel_err": round(float(np.linalg.norm(lg - ref) / np.linalg.norm(ref)), 4),
                 "seconds_added": seconds if seconds is not None else "", "size_mb": round(file.stat().st_size / 1e6, 2),
                 "note": note, "cpu_flags": flags, **t}
 
@@ -85,6 +93,18 @@ def main() -> None:
                                     data=args.data)
                 rows.append(row(f"INT8 {t.quant_format}", tname, f"ptq-{method}", out, info["top1_int8"],
                                 info["top1_fp32"], round(time.time() - t0, 1)))
+    if "peer" in args.paths:
+        from edgeres.calibration import ArrayDataReader, calibration_set_from, load_arrays
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        out = tmp / "ort_quantize_static.onnx"
+        t0 = time.time()
+        calib = load_arrays(calibration_set_from(args.data, args.calib_size, 0), pre)  # run_quantize's own set
+        quantize_static(str(fp32), str(out), ArrayDataReader(calib, "input"), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        top1 = evaluate_artifact(out, args.data, pre, progress=False)["top1"]
+        rows.append(row("INT8 ORT quantize_static", "x86-cpu", "peer (min-max)", out, top1, base_top1,
+                        round(time.time() - t0, 1), "onnxruntime.quantization.quantize_static, same calibration images"))
     ft = get_target(args.fallback_target)
     if "fallback" in args.paths:
         out = tmp / "fallback.onnx"
