@@ -146,6 +146,27 @@ def test_host_measure_runs_the_target_runtime_in_int8():
     assert onnx_precision  # the artifacts measured are Q/DQ files: checked in test_latency_artifacts_are_int8
 
 
+def test_each_model_is_timed_in_the_runtime_that_would_ship_it(monkeypatch):
+    """The speed-up compares the unpruned model in its faster runtime with the pruned one in *its* faster runtime
+    (they can differ: at 48 px OpenVINO ran the unpruned demo ResNet50 faster, ONNX Runtime the pruned one)."""
+    from edgeres.data import Preprocess
+    from edgeres.stages import prune_latency as PL
+
+    ms = {"base onnxruntime": 1.68, "base openvino": 1.31, "pruned onnxruntime": 0.83, "pruned openvino": 1.0}
+    monkeypatch.setattr(PL, "host_runtimes", lambda target: ["onnxruntime", "openvino"])
+    monkeypatch.setattr(PL, "_load", lambda runtime, path, threads, why=None: object())
+    monkeypatch.setattr(PL, "interleaved_medians", lambda fns, rounds, runs, warmup: {k: [ms[k]] * rounds for k in fns})
+    goal = LatencyTarget(speedup=2.0, rounds=3, calib_images=2)
+    measure, info = PL.host_measure(build_model("resnet18", 10).eval(), get_target("x86-cpu"), Preprocess(size=32), goal)
+    out = measure(0.4)
+    assert (out["base_runtime"], out["runtime"]) == ("openvino", "onnxruntime")
+    assert out["speedup"] == pytest.approx(1.31 / 0.83) and out["base_ms"] == 1.31 and out["latency_ms"] == 0.83
+    res = PL.find_ratio(build_model("resnet18", 10).eval(), get_target("x86-cpu"), Preprocess(size=32),
+                        LatencyTarget(speedup=1.5, steps=1, rounds=1, calib_images=2))
+    assert res["runtime"] == "onnxruntime" and res["base_runtime"] == "openvino"
+    assert "ms in onnxruntime vs 1.31 ms unpruned in openvino" in PL.summary(res)
+
+
 def test_latency_artifacts_are_int8(tmp_path):
     from edgeres.data import Preprocess
     from edgeres.runtimes.ort import onnx_precision

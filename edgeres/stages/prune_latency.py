@@ -3,9 +3,11 @@
 Half the MACs is rarely half the time. This module searches the channel ratio by *measuring* each candidate the way
 the target runs it on this host: pruned (Torch-Pruning, the same pruner as ``--ratio``), exported to ONNX, quantized
 to the target's INT8 flavour where the target runs INT8 (``x86-cpu``: uint8 activations / int8 weights), at the
-target's batch and the model's input size, in the target's runtime (ONNX Runtime or OpenVINO for ``x86-cpu``, the
-faster of the two on this host). ``S`` is the pruned model's speed-up over the *unpruned* model in that same runtime
-and precision: pruning's own share, not INT8's.
+target's batch and the model's input size, in the target's runtimes (ONNX Runtime and OpenVINO for ``x86-cpu``).
+``S`` is the pruned model's speed-up over the *unpruned* model in that precision — pruning's own share, not INT8's —
+each in the runtime that would ship it, the faster one on this host: edgeres deploys the faster runtime, and which one
+that is can change with pruning (at 48 px OpenVINO ran the unpruned demo ResNet50 faster, ONNX Runtime the pruned
+one, so a search held to the unpruned model's runtime over-pruned it by 0.3 of a ratio).
 
 Stopping rules are those of ``--target-macs`` (:func:`edgeres.stages.prune.ratio_for_macs`): a bisection of the
 ratio over [0, 0.95] for at most 8 steps, keeping the smallest ratio that met the target; it also stops early once a
@@ -239,35 +241,32 @@ def host_measure(model, target, pre, goal: LatencyTarget, prune_cfg=None, batch:
     loaded = {name: rt for name in candidates if (rt := _load(name, base_path, threads, why)) is not None}
     if not loaded:
         raise HostCannotRun(f"none of {', '.join(candidates)} can run it here ({why})")
-    seen = {}
-    if len(loaded) > 1:  # the faster runtime for this artifact on this host
-        per = interleaved_medians({n: (lambda rt=rt: rt.run(x)) for n, rt in loaded.items()}, max(3, goal.rounds // 2),
-                                  goal.runs_per_round, goal.warmup)
-        seen = {n: statistics.median(v) for n, v in per.items()}
-        runtime = min(seen, key=seen.get)
-    else:
-        runtime = next(iter(loaded))
-    base_rt = loaded[runtime]
     precision = "int8" if target.int8 else "fp32"
     if log:
-        log(f"latency search on {runtime} ({precision}, batch {batch}, {size} px)"
-            + (f"; unpruned: {', '.join(f'{n} {v:.2f} ms' for n, v in seen.items())}" if seen else ""))
+        log(f"latency search on {' and '.join(loaded)} ({precision}, batch {batch}, {size} px): each model in the faster"
+            if len(loaded) > 1 else f"latency search on {next(iter(loaded))} ({precision}, batch {batch}, {size} px)")
 
     def measure(ratio: float) -> dict:
         trial = copy.deepcopy(model).eval()
         info = channel_prune(trial, replace(pcfg, ratio=ratio), size)
         path = build(trial, f"r{ratio:.4f}")
-        rt = _load(runtime, path, threads, why)
-        if rt is None:
-            raise EdgeresError(f"{runtime} cannot run the pruned candidate at ratio {ratio:.3f}: {why.get(runtime)}")
-        per = interleaved_medians({"base": lambda: base_rt.run(x), "pruned": lambda: rt.run(x)}, goal.rounds,
-                                  goal.runs_per_round, goal.warmup)
-        s = ratio_stats(per, "base", "pruned")
+        pruned = {n: rt for n in loaded if (rt := _load(n, path, threads, why)) is not None}
+        if not pruned:
+            raise EdgeresError(f"{', '.join(loaded)} cannot run the pruned candidate at ratio {ratio:.3f}: {why}")
+        fns = {f"base {n}": (lambda rt=rt: rt.run(x)) for n, rt in loaded.items()}
+        fns.update({f"pruned {n}": (lambda rt=rt: rt.run(x)) for n, rt in pruned.items()})
+        per = interleaved_medians(fns, goal.rounds, goal.runs_per_round, goal.warmup)
+        med = {k: statistics.median(v) for k, v in per.items()}
+        base_rt = min(loaded, key=lambda n: med[f"base {n}"])
+        pruned_rt = min(pruned, key=lambda n: med[f"pruned {n}"])
+        s = ratio_stats({"base": per[f"base {base_rt}"], "pruned": per[f"pruned {pruned_rt}"]}, "base", "pruned")
         s["macs_fraction"] = info["macs_after"] / max(1, info["macs_before"])
+        s["runtime"], s["base_runtime"] = pruned_rt, base_rt
+        s["runtimes_ms"] = {k: round(v, 3) for k, v in med.items()}
         return s
 
-    return measure, {"runtime": runtime, "precision": precision, "batch": batch, "input_size": size,
-                     "runtimes_seen": seen, "runtimes_unavailable": why}
+    return measure, {"runtime": next(iter(loaded)), "precision": precision, "batch": batch, "input_size": size,
+                     "runtimes_seen": sorted(loaded), "runtimes_unavailable": why}
 
 
 def find_ratio(model, target, pre, goal: LatencyTarget, prune_cfg=None, calib=None, classes=None,
@@ -292,6 +291,8 @@ def find_ratio(model, target, pre, goal: LatencyTarget, prune_cfg=None, calib=No
         except HostCannotRun as e:
             return macs_fallback(model, target, pre, goal, prune_cfg, str(e), log)
         res = search_ratio(fn, goal, log)
+        chosen = next((t for t in res["trials"] if t["ratio"] == res["ratio"]), {})
+        info.update({k: chosen[k] for k in ("runtime", "base_runtime") if k in chosen})
         return {**res, **info, "method": "measured", "fallback": ""}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -321,10 +322,12 @@ def summary(res: dict) -> str:
     """One line for the report: the target, the ratio found and the measured speed-up (or the fallback)."""
     if res.get("method") == "macs-fallback":
         return f"{res['target']}: ratio {res['ratio']:.3f} by MACs ({res['fallback']})"
-    where = f"{res.get('runtime') or 'injected'} {res.get('precision') or ''}, batch {res.get('batch', '?')}".strip()
+    where = f"{res.get('precision') or ''}, batch {res.get('batch', '?')}".strip(", ")
+    rt, base_rt = res.get("runtime") or "injected", res.get("base_runtime") or res.get("runtime")
     state = "" if res["reached"] else f" (NOT reached: {res['stop']})"
     return (f"{res['target']}: ratio {res['ratio']:.3f}, measured {res['measured_speedup']:.2f}x "
-            f"({res['latency_ms']:.2f} ms vs {res['base_ms']:.2f} ms unpruned, {where}, "
+            f"({res['latency_ms']:.2f} ms in {rt} vs {res['base_ms']:.2f} ms unpruned"
+            f"{f' in {base_rt}' if base_rt and base_rt != rt else ''}, {where}, "
             f"{len(res['trials'])} candidates){state}")
 
 
