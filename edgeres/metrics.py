@@ -84,8 +84,10 @@ def default_threads() -> int:
 def initializer_source(model):
     """A function: tensor name -> the initializer it comes from through DequantizeLinear/Identity/Cast/Transpose
     (so a Q/DQ weight resolves to its stored tensor), or the name itself."""
+    from edgeres.onnx_graph import producers as _producers
+
     inits = {i.name for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = _producers(model)
 
     def source(name):
         while name not in inits and name in producer and producer[name].op_type in (

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeres.errors import EdgeresError
+from edgeres.onnx_graph import consumers as _consumers
+from edgeres.onnx_graph import producers as _producers
 
 # the highest ONNX opset each TensorRT family's parser accepts
 MAX_OPSET = {8: 17, 10: 20, 11: 22}
@@ -54,11 +56,7 @@ def check_model(model, target) -> list:
 
     out: list = []
     inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = _producers(model), _consumers(model)
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeres.errors import EdgeresError
+from edgeres.onnx_graph import consumers as _consumers
+from edgeres.onnx_graph import producers as _producers
 
 
 def _module_name(onnx_node_name: str, model=None) -> str:
@@ -130,11 +132,7 @@ def attach_fake_quant(model, qmodel) -> dict:
 
     ActFQ, WeightFQ = _make_modules()
     inits = {i.name: i for i in qmodel.graph.initializer}
-    producer = {o: n for n in qmodel.graph.node for o in n.output}
-    consumers: dict = {}
-    for n in qmodel.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = _producers(qmodel), _consumers(qmodel)
     mods = dict(model.named_modules())
     fq = nn.ModuleDict()
     layers, weights, hooks, act_for = {}, {}, [], {}
@@ -217,12 +215,8 @@ def write_back(qmodel, model, fq: dict):
 
     out = copy.deepcopy(qmodel)
     inits = {i.name: i for i in out.graph.initializer}
-    producer = {o: n for n in out.graph.node for o in n.output}
+    producer, consumers = _producers(out), _consumers(out)
     mods = dict(model.named_modules())
-    consumers: dict = {}
-    for n in out.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     new = []
     for n in out.graph.node:
         if n.name not in fq["layers"]:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeres.errors import EdgeresError, StageSkipped
+from edgeres.onnx_graph import consumers as _consumers
+from edgeres.onnx_graph import producers as _producers
 from edgeres.stages.base import Context, Stage, StageResult
 
 PASS_THROUGH = ("MaxPool", "GlobalAveragePool", "AveragePool", "Flatten", "Reshape", "Identity")
@@ -99,14 +101,6 @@ def nncf_settings(quant_format: str, cfg: QuantizeConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ graph rules
-def _consumers(model) -> dict:
-    out: dict = {}
-    for n in model.graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
-
-
 def apply_trt_add_rule(model) -> list:
     """For each Add fed on both sides by Q/DQ, drop the Q/DQ pair on the branch that a Conv produces (the main
     branch's Conv when both are Convs, as in a downsample block).
@@ -114,7 +108,7 @@ def apply_trt_add_rule(model) -> list:
     That is TensorRT's Q/DQ placement for residual blocks (Conv+Add fusion): the quantized skip input and the Conv
     accumulate into one fused kernel. Returns the names of the Adds changed.
     """
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = _producers(model)
     consumers = _consumers(model)
     remove, changed = set(), []
     depth = None
@@ -226,7 +220,7 @@ def qdq_summary(model) -> dict:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = _producers(model)
     dtypes: dict = {}
     nonzero_zp = 0
     for n in model.graph.node:
@@ -613,7 +607,7 @@ def layer_macs(fp32_model) -> dict:
 
 def _int8_layers(qmodel) -> list:
     """Conv/Gemm nodes whose weights are quantized (a DequantizeLinear feeds their weight input)."""
-    producer = {o: n for n in qmodel.graph.node for o in n.output}
+    producer = _producers(qmodel)
     return [n.name for n in qmodel.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1
             and producer.get(n.input[1]) is not None and producer[n.input[1]].op_type == "DequantizeLinear"]
 
@@ -646,7 +640,7 @@ def keep_float(qmodel, fp32_model, layers, fp16: bool = False):
     f_nodes = {n.name: n for n in fp32_model.graph.node}
     f_inits = {i.name: i for i in fp32_model.graph.initializer}
     have = {i.name for i in m.graph.initializer}
-    producer = {o: n for n in m.graph.node for o in n.output}
+    producer = _producers(m)
     new_nodes: dict = {}  # id(node) -> (nodes before, nodes after)
     for n in m.graph.node:
         if n.name not in layers:

@@ -17,12 +17,8 @@ change by a bit) that let ONNX Runtime and OpenVINO run more of the network in I
 
 from __future__ import annotations
 
-from edgeres.stages.quantize import _consumers  # one graph helper for every Q/DQ rule (quantize imports us lazily)
-
-
-def _producers(model) -> dict:
-    return {o: n for n in model.graph.node for o in n.output}
-
+from edgeres.onnx_graph import consumers as _consumers
+from edgeres.onnx_graph import producers as _producers
 
 PASSTHROUGH_OPS = ("MaxPool", "Flatten", "Reshape")  # ops whose outputs are some of their input's values, unchanged
 
