@@ -1,5 +1,6 @@
-"""Graph rules for the ``x86-cpu`` INT8 file (``ort-u8s8``), applied after NNCF: exact rewrites (the outputs do not
-change by a bit) that let ONNX Runtime and OpenVINO run more of the network in INT8.
+"""Graph rules for the ``x86-cpu`` INT8 file (``ort-u8s8``), applied after NNCF: rewrites that let ONNX Runtime and
+OpenVINO run more of the network in INT8. All but ``split_gemm_bias`` are exact (the outputs do not change by a bit);
+that one changes only the float summation order of the classifier's bias.
 
 * ``requantize_passthrough``: NNCF quantizes a MaxPool's input but not its output, so the layers after the stem's MaxPool
   (ResNet's ``layer1.0.conv1``, its downsample and the first residual Add) took float input and ran in FP32 in ONNX
@@ -13,6 +14,10 @@ change by a bit) that let ONNX Runtime and OpenVINO run more of the network in I
 * ``fold_relu_into_quantize``: a Relu between an op and a uint8 quantizer with zero-point 0 is a no-op (the
   quantizer clamps negatives to 0), and it split the residual ``Add -> Q`` pattern; OpenVINO's CPU plugin could not
   compile NNCF's ``Add -> Relu -> Q`` residual blocks either.
+* ``split_gemm_bias``: the classifier's float bias moved into an Add after the Gemm, so ONNX Runtime fuses the Gemm
+  into QGemm (it wants every Gemm input dequantized, the bias included).
+* ``activations_to_uint8``: int8 activations become uint8 with zero-point + 128 (same values), ONNX Runtime's x86
+  fast path.
 """
 
 from __future__ import annotations
