@@ -25,11 +25,12 @@ def main() -> None:
     ap.add_argument("--sparsity", action="store_true", help="also a 2:4 row (dense kernels on CPU: MACs unchanged)")
     args = ap.parse_args()
 
-    import onnxruntime as ort
     import torch
 
-    from edgeres.stages.export import export_onnx
-    from edgeres.stages.prune import PruneConfig, apply_2_4, channel_prune
+    from edgeres.onnx_export import export_onnx
+    from edgeres.prune.channels import PruneConfig, channel_prune
+    from edgeres.prune.sparsity import apply_2_4
+    from edgeres.runtimes import load_runtime
 
     torch.manual_seed(0)
     threads = default_threads()
@@ -45,10 +46,8 @@ def main() -> None:
             channel_prune(m, PruneConfig(ratio=ratio), args.size)
         path = tmp / f"{name.replace(' ', '_')}.onnx"
         export_onnx(m, path, pre, meta)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        t = time_fn(lambda: sess.run(None, {"input": x}), args.batch, args.min_time)
+        with load_runtime("onnxruntime", path, threads=threads, device="cpu") as rt:  # the runner every row uses
+            t = time_fn(lambda: rt.run(x), args.batch, args.min_time)
         macs, params = onnx_macs_params(path)
         rows.append({"runtime": name, "batch": args.batch, "gmacs": round(macs / 1e9, 3), "mparams": round(params / 1e6, 2),
                      "size_mb": round(path.stat().st_size / 1e6, 1), **t})

@@ -43,13 +43,15 @@ def main() -> None:
     import numpy as np
 
     from edgeres.data import resolve_data
+    from edgeres.data.model_inputs import resolve_model_preprocess
     from edgeres.metrics import iter_batches
     from edgeres.models import load_model
+    from edgeres.onnx_export import export_onnx
+    from edgeres.quant.budget import budget_note
+    from edgeres.quant.qat import make_qat
+    from edgeres.quant.run import run_quantize
+    from edgeres.quant.settings import QuantizeConfig
     from edgeres.runtimes.ort import OrtRuntime
-    from edgeres.stages import resolve_model_preprocess
-    from edgeres.stages.export import export_onnx
-    from edgeres.stages.qat import make_qat
-    from edgeres.stages.quantize import QuantizeConfig, budget_note, run_quantize
     from edgeres.targets import get_target
 
     flags = cpu_flags()
@@ -67,13 +69,14 @@ def main() -> None:
     def val_logits(rt):
         return np.concatenate([rt.run(vx[i : i + 64]) for i in range(0, len(vx), 64)])
 
-    ref = val_logits(OrtRuntime(fp32))
+    with OrtRuntime(fp32) as rt:
+        ref = val_logits(rt)
 
     def row(name, target, path, file, top1=None, fp32_top1=None, seconds=None, note=""):
         """top1 None: from this file's logits on the validation images."""
-        rt = OrtRuntime(file)
-        t = time_fn(lambda: rt.run(x), 1, args.min_time)
-        lg = val_logits(rt)
+        with OrtRuntime(file) as rt:
+            t = time_fn(lambda: rt.run(x), 1, args.min_time)
+            lg = val_logits(rt)
         top1 = 100 * float((lg.argmax(1) == vy).mean()) if top1 is None else top1
         return {"runtime": name, "target": target, "path": path, "batch": 1, "top1": round(top1, 2),
                 "top1_delta_vs_fp32": round(top1 - fp32_top1, 2) if fp32_top1 is not None else "",

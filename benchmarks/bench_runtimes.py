@@ -19,6 +19,7 @@ initialised (no weights can be downloaded here); accuracy is benchmarks/bench_qu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -51,11 +52,12 @@ def main() -> None:
 
     import torch
 
+    from edgeres.onnx_export import export_onnx
+    from edgeres.prune.channels import PruneConfig, channel_prune
+    from edgeres.prune.latency import LatencyTarget, find_ratio, interleaved_medians
+    from edgeres.quant.ptq import quantize_onnx
+    from edgeres.quant.settings import QuantizeConfig
     from edgeres.runtimes import load_runtime
-    from edgeres.stages.export import export_onnx
-    from edgeres.stages.prune import PruneConfig, channel_prune
-    from edgeres.stages.prune_latency import LatencyTarget, find_ratio, interleaved_medians
-    from edgeres.stages.quantize import QuantizeConfig, quantize_onnx
     from edgeres.targets import get_target
 
     t0 = time.time()
@@ -101,8 +103,10 @@ def main() -> None:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
 
     # (name, runtime, precision, ratio, artifact for MACs, make fn(x) -> output)
+    runners = contextlib.ExitStack()  # every runner opened below is closed once the rows are timed
+
     def rt_fn(runtime, path):
-        return lambda: (lambda rt: (lambda x: rt.run(x)))(load_runtime(runtime, path, threads=threads))
+        return lambda: runners.enter_context(load_runtime(runtime, path, threads=threads)).run
 
     rows_spec = [(EAGER, "torch", "fp32", 0.0, base_fp32, lambda: (lambda x: model(torch.from_numpy(x)))),
                  (ORT_FP32, "onnxruntime", "fp32", 0.0, base_fp32, rt_fn("onnxruntime", base_fp32)),
@@ -141,7 +145,7 @@ def main() -> None:
 
     flags, cpu = cpu_flags(), cpu_model()
     rows = []
-    with torch.inference_mode():
+    with runners, torch.inference_mode():
         for b in args.batches:
             x = random_images(b, args.size, seed=1)
             print(f"batch {b}: {args.rounds} interleaved rounds x {args.runs} runs of {len(fns)} rows ...")

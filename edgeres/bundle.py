@@ -3,8 +3,9 @@
 Unpacked, it holds ``manifest.json`` (sha256 of every file), ``README.md``, ``install.sh``, ``run.sh``, ``model.onnx``
 (plus ``calib.cache`` where made), ``labels.txt``, ``preprocess.json``, ``build.json`` (the engine build settings for
 the target) and the runtime package ``edgeres_deploy/``, run from the bundle's root as
-``./run.sh verify | build | bench | predict IMAGE... | evaluate DIR`` (the launcher refuses any file the manifest does
-not list and imports nothing from the bundle before checking it: see the README's "Running it safely").
+``./run.sh doctor | verify | build | adopt | check | bench | predict IMAGE... | evaluate DIR`` (the launcher refuses any
+file the manifest does not list and imports nothing from the bundle before checking it: see the README's "Running it
+safely"). The templates of run.sh, install.sh and the README are in edgeres/bundle_files.py.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import tarfile
 import time
 from pathlib import Path
 
+from edgeres.bundle_files import INSTALL_SH, RUN_SH, readme
 from edgeres.errors import EdgeresError
 from edgeres.utils import atomic_path
 
-RUNTIME_FILES = ("__init__.py", "__main__.py", "preprocess.py", "metrics.py", "cuda_mem.py", "trt.py", "bundle.py",
-                 "device_stats.py", "check.py", "fsio.py", "openvino_backend.py")
+RUNTIME_FILES = ("__init__.py", "__main__.py", "launch.py", "bundle.py", "engine_record.py", "envinfo.py", "commands.py",
+                 "measure_commands.py", "backends.py", "device_build.py", "preprocess.py", "metrics.py", "cuda_mem.py",
+                 "cudart.py", "trt.py", "trt_api.py", "trt_run.py", "device_stats.py", "check.py", "fsio.py",
+                 "openvino_backend.py", "errors.py", "onnx_info.py")
 
 
 def _runtime_sources() -> dict:
@@ -30,87 +34,28 @@ def _runtime_sources() -> dict:
     return {f"edgeres_deploy/{f}": (pkg / f).read_bytes() for f in RUNTIME_FILES}
 
 
-def _readme(target, spec_lines: dict, has_cache: bool) -> str:
-    fam_lines = "\n".join(f"- {k}:\n\n      {v}\n" for k, v in spec_lines.items())
-    cache = ("\n`calib.cache` is a TensorRT calibration cache for implicit INT8 on TensorRT 8.x (JetPack 5): "
-             "`trtexec --int8 --calib=calib.cache` with an FP32 ONNX. The Q/DQ `model.onnx` needs no cache.\n") if has_cache else ""
-    return f"""# edgeres deployment bundle — {target.name}
+def _build_files(files: dict, spec, target) -> dict:
+    """Add build.json (the engine build settings, with the target profile) to ``files``; return the README's trtexec
+    lines per TensorRT family, with the bundle's own file names."""
+    from dataclasses import replace
 
-{target.description}
+    from edgeres_deploy.trt import spec_to_dict, trtexec_command
 
-## On the device
-
-```bash
-mkdir bundle && tar xzf bundle.tar.gz -C bundle && cd bundle
-sh install.sh                          # checks the bundle, then numpy, pillow (+ pycuda if cuda-python is absent); TensorRT comes with JetPack
-./run.sh verify                        # every file against manifest.json (sha256), and nothing else in the folder
-./run.sh build                         # model.engine from model.onnx, for this device's TensorRT (cached)
-./run.sh check                         # validation images vs the host's reference outputs (also after the first build)
-./run.sh bench --csv ../device.csv     # latency percentiles, throughput, GPU memory (+ RAM/power via tegrastats)
-./run.sh predict ../image.jpg          # top-5 with class names
-./run.sh evaluate DIR --csv ../device.csv   # top-1 on an ImageFolder (DIR/val/CLASS/*.jpg or DIR/CLASS/*.jpg)
-```
-
-Every command verifies the bundle first and refuses one whose files do not match. `--backend onnxruntime` runs
-the same model with ONNX Runtime (anywhere, no GPU needed). Back on the host, fold the device's figures into the run's
-report: `edgeres report --run RUN_DIR --merge device.csv`.
-
-## Running it safely
-
-- Start the runtime with `./run.sh` (Python 3.8+, i.e. JetPack 5 or newer; `PYTHON=/path/python3 ./run.sh` picks
-  another interpreter). It runs `python3 -E -B edgeres_deploy/bundle.py`, which takes the bundle and the current folder
-  off `sys.path` (a `json.py` or `numpy.py` left in the folder is never imported; PYTHON* variables are ignored),
-  checks the whole folder against `manifest.json`, and only then imports the runtime, each module through a loader
-  that accepts only the files the manifest lists (sha256 checked again as it reads them) and never reads or writes a
-  compiled `.pyc`.
-- Nothing may be added to this folder: while it holds a file, folder or link that `manifest.json` does not list (a
-  `__pycache__`, an extra `.py`, an image, a CSV), every command refuses the bundle until it is removed. Keep images
-  and CSVs outside (the runtime refuses a `--csv` path inside the bundle). The only exceptions are the engine files
-  `build` writes: `model.engine`, `model.engine.json`, `timing.cache`. Symbolic links are refused, and a manifest
-  entry may not leave the folder (`..`, absolute paths).
-- `python3 -m edgeres_deploy ...` still works and restarts through the same launcher, but before it can do so Python
-  has already put the current folder first on `sys.path` and may have used a compiled cache of
-  `edgeres_deploy/__init__.py`: prefer `./run.sh`.
-- The manifest catches corruption and files slipped into the bundle; it cannot tell who made the bundle (whoever can
-  rewrite the files can rewrite `manifest.json` too). Pin it: `edgeres deploy` prints the manifest's sha256 on the
-  host; `export EDGERES_MANIFEST_SHA256=<that value>` before `./run.sh ...` and every command refuses a manifest
-  with another hash. Or copy the bundle over a channel you trust.
-
-## The same engine with trtexec, per JetPack
-
-Engines are not portable across GPUs or TensorRT versions: build on the device.
-
-{fam_lines}
-JetPack 5.1 ships TensorRT 8.5.2, JetPack 6.1/6.2 TensorRT 10.3, JetPack 7.x TensorRT 10.13+, and TensorRT 11 (JetPack
-7.2.2+) builds strongly typed networks only: no `--int8`/`--fp16`, precision comes from the Q/DQ nodes.
-{cache}"""
-
-
-INSTALL_SH = """#!/bin/sh
-# edgeres bundle: check the bundle, then install the on-device runtime's Python dependencies.
-# TensorRT comes with JetPack (python3-libnvinfer).
-set -e
-here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P)
-cd /  # python puts the current folder first on sys.path: nothing below may import a file from the bundle
-sh "$here/run.sh" verify  # the check needs only Python's standard library
-python3 -E -m pip install --user numpy pillow
-python3 -E -c "import tensorrt" 2>/dev/null || echo "note: tensorrt is not importable; install JetPack's python3-libnvinfer (or use --backend onnxruntime)"
-python3 -E -c "import cuda" 2>/dev/null || python3 -E -c "import pycuda" 2>/dev/null || python3 -E -m pip install --user pycuda || \\
-  echo "note: neither cuda-python nor pycuda installed; the TensorRT backend needs one of them"
-echo "ready: run the runtime with $here/run.sh (see README.md, 'Running it safely')"
-"""
-
-RUN_SH = """#!/bin/sh
-# edgeres bundle: run the on-device runtime from this folder, safely (README.md, "Running it safely").
-#   ./run.sh verify | build | bench | predict IMAGE... | evaluate DIR     (./run.sh --help)
-# -E: PYTHON* variables are ignored (PYTHONPATH cannot point into the bundle); -B: no compiled caches are written.
-# edgeres_deploy/bundle.py takes this folder off sys.path, checks every file here against manifest.json (anything the
-# manifest does not list is refused, __pycache__ included) and only then imports the runtime, module by module from
-# the manifest's files (sha256 checked again, no .pyc ever read). Python 3.8+ (JetPack 5 or newer); PYTHON=... picks one.
-self=$(readlink -f -- "$0" 2>/dev/null) || self=$0  # this file, through any link to it
-here=$(CDPATH= cd -- "$(dirname -- "$self")" && pwd -P) || exit 1
-exec "${PYTHON:-python3}" -E -B "$here/edgeres_deploy/bundle.py" "$@"
-"""
+    bspec = replace(spec, onnx="model.onnx", engine="model.engine", timing_cache="timing.cache", calib_cache=None)
+    build = spec_to_dict(bspec)
+    build["target"] = target.name
+    # what the bundle was made for: `verify` on the device compares it with the TensorRT and JetPack it finds
+    build["target_profile"] = {"name": target.name, "jetpack": target.jetpack, "trt_version": target.trt_version,
+                               "dla_cores": target.dla_cores}
+    files["build.json"] = (json.dumps(build, indent=2) + "\n").encode()
+    lines = {}
+    for fam, label in ((8, "JetPack 5 (TensorRT 8.5)"), (10, "JetPack 6 and 7 (TensorRT 10.x)"),
+                       (11, "TensorRT 11.4.1+ (JetPack 7.2.2+, strongly typed)")):
+        lines[label] = " ".join(trtexec_command(replace(bspec, trt_family=fam)))
+        if "calib.cache" in files and "model_fp32.onnx" in files and fam < 10:
+            fp32 = replace(bspec, trt_family=fam, calib_cache="calib.cache", onnx="model_fp32.onnx")
+            lines[label + ", implicit INT8 from calib.cache"] = " ".join(trtexec_command(fp32))
+    return lines
 
 
 def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cache=None, extra: dict | None = None,
@@ -121,8 +66,6 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
     ``onnx_path`` (``python -m edgeres_deploy check``). ``fp32_onnx``: the FP32 export, shipped as ``model_fp32.onnx``
     with a calibration cache (implicit INT8 on TensorRT 8.x needs the FP32 graph)."""
     import hashlib
-
-    from edgeres_deploy.trt import spec_to_dict, trtexec_command
 
     if not Path(onnx_path).is_file():
         raise EdgeresError(f"{onnx_path} does not exist: nothing to bundle")
@@ -140,21 +83,8 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
         val = make_validation(onnx_path, pre.to_dict(), validation)
         files.update(val)
         ref_sha = reference_sha256(val)
-    spec_lines = {}
-    if spec is not None:
-        from dataclasses import replace
-
-        bspec = replace(spec, onnx="model.onnx", engine="model.engine", timing_cache="timing.cache", calib_cache=None)
-        build = spec_to_dict(bspec)
-        build["target"] = target.name
-        files["build.json"] = (json.dumps(build, indent=2) + "\n").encode()
-        for fam, label in ((8, "JetPack 5 (TensorRT 8.5)"), (10, "JetPack 6 / 7.0-7.1 (TensorRT 10.x)"), (11, "JetPack 7.2+ (TensorRT 11)")):
-            line_spec = replace(bspec, trt_family=fam)
-            spec_lines[label] = " ".join(trtexec_command(line_spec))
-            if "calib.cache" in files and "model_fp32.onnx" in files and fam < 10:
-                fp32 = replace(bspec, trt_family=fam, calib_cache="calib.cache", onnx="model_fp32.onnx")
-                spec_lines[label + ", implicit INT8 from calib.cache"] = " ".join(trtexec_command(fp32))
-    files["README.md"] = _readme(target, spec_lines, "calib.cache" in files).encode()
+    spec_lines = _build_files(files, spec, target) if spec is not None else {}
+    files["README.md"] = readme(target, spec_lines, "calib.cache" in files).encode()
     files["install.sh"] = INSTALL_SH.encode()
     files["run.sh"] = RUN_SH.encode()
     files.update(_runtime_sources())
@@ -179,7 +109,7 @@ def bundle_from_run(run_dir, out) -> dict:
     import yaml
 
     from edgeres.data import Preprocess
-    from edgeres.stages.engine import onnx_build_spec
+    from edgeres.engine_build import onnx_build_spec
     from edgeres.targets import get_target
 
     run_dir = Path(run_dir)
@@ -226,7 +156,7 @@ def bundle_from_run(run_dir, out) -> dict:
     fp32 = stages.get("export", {}).get("artifacts", {}).get("onnx")
     extra = {"source_run": run_dir.name}
     if target.runtime == "onnxruntime" and "quantize" in stages:  # x86: the faster runtime of the INT8 file
-        from edgeres.stages.x86_int8 import faster_runtime
+        from edgeres.recommend import faster_runtime
 
         extra["backend"], extra["backend_p50_ms"] = faster_runtime(stages["quantize"].get("rows", []))
     return make_bundle(out, onnx_path, target, pre, manifest["data"]["classes"], spec=spec,

@@ -1,7 +1,8 @@
 """`edgeres optimize` under ``torchrun --nproc-per-node N``: the fine-tuning runs with DistributedDataParallel on every
-rank (the same :func:`edgeres.stages.train.fit` as ``edgeres train``); every other stage runs on rank 0 only.
+rank (the same :func:`edgeres.train.loop.fit` as ``edgeres train``); every other stage runs on rank 0 only.
 
-Rank 0 runs the pipeline. When its prune stage is about to fine-tune, it broadcasts the job (the prune and fine-tune
+This module is the messaging only (edgeres.pipeline.Pipeline._follow is what the other ranks do). Rank 0 runs the
+pipeline. When its prune stage is about to fine-tune, it broadcasts the job (the prune and fine-tune
 configs, with the ratio already resolved, e.g. by the latency search) and every other rank prunes the same model the
 same way (same file, same seed, same data) and joins the fine-tuning; ranks > 0 write nothing. When the pipeline has
 no fine-tuning to share (pruning off, the stage reused from an earlier run, or a failure), rank 0 broadcasts "no job"
@@ -74,30 +75,3 @@ def finish() -> None:
         if _state["owns"] and dist.is_initialized():
             dist.destroy_process_group()
         _state.update(sent=False, owns=False)
-
-
-def follow(pipeline) -> None:
-    """Ranks > 0: wait for rank 0's job, prune the same model the same way, join the DDP fine-tuning, write nothing."""
-    import tempfile
-    from pathlib import Path
-
-    try:
-        job = recv_job()
-        if job is None:
-            return None
-        from edgeres.models import load_model
-        from edgeres.stages.base import Context
-        from edgeres.stages.prune import prune_and_finetune
-
-        ctx = Context(pipeline.cfg, pipeline.run_dir, lambda *a, **k: None)
-        pipeline._resolve_inputs(ctx)
-        loaded = load_model(pipeline.cfg.model, trust_model=pipeline.cfg.trust_model)
-        loaded.meta.preprocess = ctx.pre.to_dict()
-        if not loaded.meta.classes or loaded.meta.classes[0].startswith("class_"):
-            loaded.meta.classes = list(ctx.splits.classes)
-        with tempfile.TemporaryDirectory(prefix=f"edgeres-rank{rank()}-") as d:
-            prune_and_finetune(loaded, ctx.splits, ctx.pre, job["prune"], job["finetune"], Path(d) / "model.pt",
-                               target=ctx.target, progress=False, trust_model=pipeline.cfg.trust_model)
-        return None
-    finally:
-        finish()

@@ -29,7 +29,8 @@ def run_demo(out="runs/demo", epochs: int = DEMO["epochs"], image_size: int = DE
     from edgeres.data.demo import make_demo
     from edgeres.models import load_model
     from edgeres.pipeline import OptimizeConfig, optimize
-    from edgeres.stages.train import TrainConfig, train_model
+    from edgeres.train.config import TrainConfig
+    from edgeres.train.transfer import train_model
 
     say = log or _log.info
     out = Path(out)
@@ -40,9 +41,11 @@ def run_demo(out="runs/demo", epochs: int = DEMO["epochs"], image_size: int = DE
     splits = resolve_data(data)
     model = out / "model.pt"
     # augmentation stays on (random resized crop, flip, rotation, colour jitter): without it a ResNet50 memorises
-    # 2,000 images; warm-up then cosine decay; label smoothing 0.1; bf16 autocast on CPUs with AMX/AVX-512 BF16
+    # 2,000 images; warm-up then cosine decay; label smoothing 0.1; --amp (bf16 on a GPU or on CPUs with AMX/AVX-512 BF16)
+    base = {"model": str(model), "data": str(data), "out": str(out), "target": "jetson"}
+    ocfg = make_config(base) if make_config else OptimizeConfig(**base)
     cfg = TrainConfig(epochs=epochs, batch_size=DEMO["batch_size"], lr=DEMO["lr"], min_scale=DEMO["min_scale"],
-                      warmup_epochs=0.5)
+                      warmup_epochs=0.5, amp=ocfg.amp, pipeline=ocfg.pipeline, workers=ocfg.workers)
     done = False
     if model.exists():
         try:
@@ -61,6 +64,4 @@ def run_demo(out="runs/demo", epochs: int = DEMO["epochs"], image_size: int = DE
         res = train_model(data, model, arch=arch, pre=Preprocess(size=image_size), cfg=cfg, resume=last.exists())
         last.unlink(missing_ok=True)  # training finished: the resume file is not needed
         say(f"[demo] trained: best val top-1 {res['best_top1']:.2f}% in {res['seconds']:.0f}s")
-    base = {"model": str(model), "data": str(data), "out": str(out), "target": "jetson"}
-    ocfg = make_config(base) if make_config else OptimizeConfig(**base)
     return optimize(ocfg, force, log)

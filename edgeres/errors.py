@@ -10,7 +10,8 @@ class DataError(EdgeresError):
 
 
 class ModelFileError(EdgeresError):
-    """A model file that cannot be read, or should not be read without trust."""
+    """A model file that cannot be read, or should not be read without trust; also a file a runtime refuses to load
+    (ONNX Runtime, OpenVINO, TensorRT: the same class for each)."""
 
 
 class ConfigError(EdgeresError):
@@ -21,10 +22,25 @@ class ConfigError(EdgeresError):
         super().__init__(f"{key}: {need} (got {value!r})")
 
 
+class Unavailable(EdgeresError):
+    """Cannot run here, and why (with the fix where there is one): a runtime or tool that is not installed, no GPU or
+    no CUDA provider, a target whose runtime this host does not have. The one exception for it on the host: the
+    pipeline loop records a stage that raises it as ``skipped`` (docs/design.md §2), a measurement records its row as
+    ``skipped``, the latency search falls back to MACs, and a CLI command prints it as one line (exit 1). The device
+    runtime's ``BackendUnavailable`` becomes this in one place (``edgeres.runtimes.base.device_errors``).
+
+    ``runtime``: the runtime of the skipped report row (default: the stage's own); ``info``: what the stage still has
+    to say (e.g. the trtexec line to run on the device).
+    """
+
+    def __init__(self, reason: str, runtime: str | None = None, info: dict | None = None):
+        super().__init__(reason)
+        self.runtime, self.info = runtime, dict(info or {})
+
+
 class StageSkipped(Exception):
-    """What cannot run here, and why: a stage raises it, the pipeline loop catches it in one place and records the
-    stage as ``skipped`` with ``str(e)`` as the reason (docs/design.md §2). Runtimes raise its subclass
-    ``RuntimeUnavailable``, which a measurement turns into a ``skipped`` row.
+    """A stage that does not run by design (``--prune 0``; a target without INT8): the pipeline loop records it as
+    ``skipped`` with ``str(e)`` as the reason, as it does :class:`Unavailable` (what cannot run *here*).
 
     ``runtime``: the runtime of the skipped report row (default: the stage's own); ``artifacts`` and ``info``: what
     the stage still produced (e.g. the trtexec line to run on the device).

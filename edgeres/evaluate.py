@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, Unavailable
 from edgeres.measure import MeasureConfig, measure
 from edgeres.metrics import per_class_accuracy, run_logits, topk_accuracy
-from edgeres.runtimes import RuntimeUnavailable, artifact_info, load_runtime, runtimes_for
+from edgeres.runtimes import artifact_info, load_runtime, runtimes_for
 
 
 def check_classes(artifact, model_classes: list, data_classes: list, n_outputs: int | None) -> None:
@@ -32,10 +32,11 @@ def evaluate_artifact(artifact, data, pre, runtime: str | None = None, split: st
     info = artifact_info(artifact, trust_model=trust_model)
     try:
         rt = load_runtime(name, artifact, trust_model=trust_model)
-    except RuntimeUnavailable as e:
-        raise EdgeresError(f"cannot evaluate {artifact} with {name}: {e}") from None
-    logits, targets = run_logits(rt, samples, pre, batch_size, progress="evaluate" if progress else None,
-                                 skip_corrupt=skip_corrupt)
+    except Unavailable as e:
+        raise Unavailable(f"cannot evaluate {artifact} with {name}: {e}") from None
+    with rt:
+        logits, targets = run_logits(rt, samples, pre, batch_size, progress="evaluate" if progress else None,
+                                     skip_corrupt=skip_corrupt)
     check_classes(artifact, info.classes, splits.classes, logits.shape[1])
     acc = topk_accuracy(logits, targets, (1, 5))
     return {"artifact": str(artifact), "runtime": name, "precision": rt.precision, "images": int(len(targets)),

@@ -17,7 +17,7 @@ import numpy as np
 # one definition for host and device: the bundle's runtime computes the same statistics
 from edgeres_deploy.metrics import LatencyStats, measure_latency, run_padded, summarize_latencies, topk_accuracy
 
-__all__ = ["LatencyStats", "agreement", "default_threads", "initializer_source", "iter_batches", "measure_latency", "onnx_macs_params",
+__all__ = ["LatencyStats", "agreement", "default_threads", "initializer_source", "iter_batches", "measure_latency", "module_device", "onnx_macs_params",
            "peak_rss_mb", "per_class_accuracy", "run_logits", "run_padded", "summarize_latencies", "topk_accuracy",
            "torch_macs_params"]
 
@@ -56,16 +56,18 @@ def iter_batches(samples: list, pre, batch_size: int = 32, skip_corrupt: bool = 
 
 def run_logits(runtime, samples: list, pre, batch_size: int = 32, progress: str | None = None,
                skip_corrupt: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of a runtime over samples (batched; a fixed-batch artifact gets its batch size)."""
+    """Logits of a runtime over samples (batched; a fixed-batch artifact gets its batch size). The runtime is used
+    inside ``with``: within the caller's own ``with`` it stays open for the caller, else it is closed here."""
     from edgeres.progress import bar
 
-    bs = runtime.fixed_batch or batch_size
     outs, tgts = [], []
-    n_batches = math.ceil(len(samples) / bs)
-    for x, y in bar(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
-                    enabled=progress is not None, unit="batch"):
-        outs.append(run_padded(runtime.run, x, runtime.fixed_batch))
-        tgts.append(y)
+    with runtime:
+        bs = runtime.fixed_batch or batch_size
+        n_batches = math.ceil(len(samples) / bs)
+        for x, y in bar(iter_batches(samples, pre, bs, skip_corrupt), total=n_batches, desc=progress,
+                        enabled=progress is not None, unit="batch"):
+            outs.append(run_padded(runtime.run, x, runtime.fixed_batch))
+            tgts.append(y)
     return np.concatenate(outs), np.concatenate(tgts)
 
 
@@ -146,18 +148,32 @@ def _trans_b(node) -> bool:
     return any(a.name == "transB" and a.i == 1 for a in node.attribute)
 
 
+def module_device(model):
+    """The device of a module's first parameter or buffer (CPU for a module that has none)."""
+    import itertools
+
+    import torch
+
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def torch_macs_params(model, input_size: int, batch: int = 1) -> tuple[int, int]:
+    """(MACs, params) of a PyTorch classifier, counted with an input on the model's own device (a CUDA model given a
+    CPU input raised, and the torch rows of a GPU host had no MACs)."""
     import torch
     import torch_pruning as tp
 
     was_training = model.training
     model.eval()
-    macs, params = tp.utils.count_ops_and_params(model, torch.randn(batch, 3, input_size, input_size))
+    x = torch.randn(batch, 3, input_size, input_size, device=module_device(model))
+    macs, params = tp.utils.count_ops_and_params(model, x)
     if not macs:  # a torch.export program (or TorchScript) has no Conv modules to hook: count its ATen ops instead
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(torch.randn(batch, 3, input_size, input_size))
+            model(x)
         macs = counter.get_total_flops() // 2
     model.train(was_training)
     return int(macs), int(params)

@@ -52,7 +52,6 @@ def _array(inits, name):
 
 def check_model(model, target) -> list:
     """Violations of ``target``'s rules in an ONNX ModelProto (empty list: clean)."""
-    from onnx import TensorProto
 
     out: list = []
     inits = {i.name: i for i in model.graph.initializer}
@@ -60,24 +59,7 @@ def check_model(model, target) -> list:
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
-    # --- input / output shapes and profile
-    if len(model.graph.input) != 1:
-        out.append(Violation("graph", "io", f"expected one image input, found {len(model.graph.input)}"))
-    else:
-        inp = model.graph.input[0]
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inp.type.tensor_type.shape.dim]
-        if len(dims) != 4 or dims[1] != 3:
-            out.append(Violation(inp.name, "shape", f"input shape {dims}: expected [N, 3, H, W]"))
-        elif not all(isinstance(d, int) for d in dims[2:]):
-            out.append(Violation(inp.name, "shape", f"input H, W must be static for an engine profile, got {dims[2:]}"))
-        elif max(dims[2:]) > MAX_SIDE or min(dims[2:]) < 1:
-            out.append(Violation(inp.name, "shape", f"input {dims[2]}x{dims[3]} px: a classifier input is 1 to {MAX_SIDE} px a side "
-                                 "(one image alone would not fit in a device's memory)"))
-        elif isinstance(dims[0], int) and dims[0] > target.max_batch:
-            out.append(Violation(inp.name, "profile", f"fixed batch {dims[0]} exceeds the target's max batch {target.max_batch}"))
-        if inp.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
-            out.append(Violation(inp.name, "dtype", "input must be float32 or float16"))
-
+    out += _check_io(model, target)
     if target.quant_format == "none" and qdq:
         out.append(Violation(qdq[0].name or qdq[0].output[0], "precision",
                              f"{target.name} has no useful INT8 ({', '.join(target.precisions)}): deploy an FP32/FP16 file, "
@@ -96,7 +78,7 @@ def check_model(model, target) -> list:
             elif n.op_type not in allowed:
                 out.append(Violation(n.name or n.op_type, "op", f"{n.op_type} is not parsed by TensorRT {target.trt_version}"))
         if target.quant_format == "trt-qdq":
-            out += _check_trt_qdq(model, qdq, inits, producer, consumers)
+            out += _check_trt_qdq(model, qdq, inits, producer, consumers, fam)
             if qdq and fam >= 11:
                 out += _check_strongly_typed_float(model, inits, producer, target)
     elif target.quant_format == "ort-u8s8":
@@ -116,12 +98,42 @@ def check_model(model, target) -> list:
     return out
 
 
-def _check_trt_qdq(model, qdq, inits, producer, consumers) -> list:
+def _check_io(model, target) -> list:
+    """One image input [N, 3, H, W] with static H, W of a sane size, float, and a batch the target's profile allows."""
+    from onnx import TensorProto
+
+    if len(model.graph.input) != 1:
+        return [Violation("graph", "io", f"expected one image input, found {len(model.graph.input)}")]
+    out = []
+    inp = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inp.type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] != 3:
+        out.append(Violation(inp.name, "shape", f"input shape {dims}: expected [N, 3, H, W]"))
+    elif not all(isinstance(d, int) for d in dims[2:]):
+        out.append(Violation(inp.name, "shape", f"input H, W must be static for an engine profile, got {dims[2:]}"))
+    elif max(dims[2:]) > MAX_SIDE or min(dims[2:]) < 1:
+        out.append(Violation(inp.name, "shape", f"input {dims[2]}x{dims[3]} px: a classifier input is 1 to {MAX_SIDE} px a side "
+                             "(one image alone would not fit in a device's memory)"))
+    elif isinstance(dims[0], int) and dims[0] > target.max_batch:
+        out.append(Violation(inp.name, "profile", f"fixed batch {dims[0]} exceeds the target's max batch {target.max_batch}"))
+    if inp.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        out.append(Violation(inp.name, "dtype", "input must be float32 or float16"))
+    return out
+
+
+def _check_trt_qdq(model, qdq, inits, producer, consumers, fam: int = 10) -> list:
     out = []
     for n in qdq:
         name = n.name or n.output[0]
         if len(n.input) < 3 or not n.input[2]:
-            continue  # no zero-point input: int8, zero (the ONNX default)
+            # no zero-point input means uint8 with zero point 0 in ONNX; TensorRT 8.5's parser asserts three inputs
+            # ("This version of TensorRT requires 3 inputs for the DequantizeLinear operator.", onnx-tensorrt
+            # builtin_op_importers.cpp:1193 at release/8.5-GA); 10.x takes two (onnxOpImporters.cpp:1401 at 10.0-GA)
+            if fam < 10:
+                out.append(Violation(name, "zero-point", f"{n.op_type} has no zero-point input: TensorRT 8.5's ONNX "
+                                                         "parser requires three inputs; add an int8 zero-point of 0 "
+                                                         "(edgeres quantize writes it)"))
+            continue
         zp = _array(inits, n.input[2])
         if zp is None:
             out.append(Violation(name, "zero-point", "zero-point is not a constant initializer"))

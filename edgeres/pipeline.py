@@ -16,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
-from edgeres.errors import ConfigError, EdgeresError, StageSkipped  # noqa: F401
+from edgeres.device.rows import fold
+from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
 from edgeres.stages.bundle import BundleStage
@@ -53,24 +54,29 @@ def _trt_available() -> str:
 
 # ------------------------------------------------------------------------------------------------ the loop
 class Pipeline:
-    def __init__(self, cfg: OptimizeConfig, force: tuple = (), log=None, stages=STAGES):
+    def __init__(self, cfg: OptimizeConfig, force: tuple = (), log=None, stages=STAGES, fleet=None):
         cfg.validate()  # attributes may have been changed since construction
         if not cfg.model:
             raise EdgeresError("--model is required")
         if not Path(cfg.model).is_file():
             raise EdgeresError(f"model file {cfg.model} does not exist")
         for f in force:
-            if f not in STAGE_NAMES:
+            if f not in STAGE_NAMES + (("device",) if fleet is not None else ()):
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGE_NAMES)}")
         by_name = {s.name: s for s in STAGES}  # a subset may be given by name, e.g. ("baseline", "prune")
         self.stages = tuple(by_name[s] if isinstance(s, str) else s for s in stages)
+        self.fleet = fleet  # the devices of --device, connected and probed (edgeres.device.fleet)
+        if fleet is not None:
+            from edgeres.stages.device import DeviceStage
+
+            self.stages += (DeviceStage(),)
         self.cfg, self.force, self.log = cfg, set(force), log or _log.info
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
 
     def _resolve_inputs(self, ctx: Context) -> dict:
         from edgeres.data import data_hash, resolve_data
-        from edgeres.stages import resolve_data_for, resolve_model_preprocess
+        from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
 
         lm = ctx.loaded
         root = resolve_data_for(lm.meta, self.cfg.data)
@@ -106,6 +112,7 @@ class Pipeline:
     def _stage_hash(self, stage, manifest: dict, upstream: str) -> str:
         keys = {k: getattr(self.cfg, k) for k in stage.keys + MEASURE_KEYS}
         extra = {"engine": _trt_available()} if stage.name == "engine" else {}
+        extra.update(getattr(stage, "hash_extra", lambda cfg: {})(self.cfg))  # inputs that only matter sometimes
         # the manifest (model, data, calibration, preprocessing hashes) feeds every stage
         return sha256_json({"stage": stage.name, "keys": keys, "upstream": upstream, "manifest": manifest, **extra})
 
@@ -130,17 +137,46 @@ class Pipeline:
         from edgeres import ddp
 
         if ddp.active() and ddp.rank() != 0:
-            return ddp.follow(self)
+            return self._follow()
         try:
             return self._run()
         finally:
             ddp.finish()
 
+    def _follow(self) -> None:
+        """Ranks > 0: wait for rank 0's job, prune the same model the same way, join the DDP fine-tuning, write
+        nothing."""
+        import tempfile
+
+        from edgeres import ddp
+        from edgeres.prune.finetune import prune_and_finetune
+
+        try:
+            job = ddp.recv_job()
+            if job is None:
+                return None
+            ctx = Context(self.cfg, self.run_dir, lambda *a, **k: None)
+            self._resolve_inputs(ctx)
+            loaded = ctx.load(self.cfg.model)  # the run's classes and preprocessing, as rank 0's prune stage has them
+            with tempfile.TemporaryDirectory(prefix=f"edgeres-rank{ddp.rank()}-") as d:
+                prune_and_finetune(loaded, ctx.splits, ctx.pre, job["prune"], job["finetune"], Path(d) / "model.pt",
+                                   target=ctx.target, progress=False, trust_model=self.cfg.trust_model)
+            return None
+        finally:
+            ddp.finish()
+
     def _run(self) -> dict:
-        from edgeres.report import host_info, recommend, summary_lines, write_report
+        from edgeres.host import host_info
+        from edgeres.recommend import recommend
+        from edgeres.report import write_report
 
         t0 = time.time()
         ctx = Context(self.cfg, self.run_dir, self.log)
+        ctx.fleet = self.fleet
+        if self.fleet is not None:
+            from edgeres.device.latency import search_on_device
+
+            ctx.latency_measure = search_on_device(self.fleet, self.log, self.cfg.latency_min_time)
         manifest = self._resolve_inputs(ctx)  # bad inputs fail here, before the run directory exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.run_dir, recursive=True)  # temp files of an earlier run killed mid-write
@@ -172,7 +208,7 @@ class Pipeline:
             ctx.results[name] = res
             upstream = sha256_json([upstream, name, res.status, res.digests])
         names = [s.name for s in self.stages]
-        rows = [r for name in names for r in ctx.results[name].rows]
+        rows = fold([r for name in names for r in ctx.results[name].rows])  # device rows stand in for skipped ones
         rec = recommend(rows, ctx.target, self.cfg.max_accuracy_drop)
         summary = summary_lines(rows, ctx, rec)
         paths = write_report(self.run_dir, rows, host_info(ctx.mcfg.resolved_threads()), summary,
@@ -188,9 +224,9 @@ class Pipeline:
         """The one place a stage that cannot run here becomes a `skipped` stage with one skipped report row."""
         try:
             return stage.run(ctx)
-        except StageSkipped as e:
+        except (StageSkipped, Unavailable) as e:  # by design, or cannot run here
             note = str(e)
-            return StageResult("skipped", note, artifacts=e.artifacts, info=e.info,
+            return StageResult("skipped", note, artifacts=getattr(e, "artifacts", {}), info=e.info,
                                rows=[ctx.skip_row(stage.name, e.runtime or stage.runtime, note)])
 
     def _digests(self, artifacts: dict) -> dict:
@@ -217,8 +253,25 @@ def _jsonable(obj):
 
 
 def optimize(cfg: OptimizeConfig, force: tuple = (), log=None) -> dict:
-    """The Python entry point of `edgeres optimize`."""
-    p = Pipeline(cfg, force, log)
+    """The Python entry point of `edgeres optimize`. With ``cfg.device``, every device is connected and probed first,
+    and a target that does not fit a board is refused before any stage runs (``target: auto`` takes the board's)."""
+    from edgeres import ddp
+
+    if cfg.device and ddp.active() and ddp.rank() != 0:  # other ranks only join the fine-tuning
+        if cfg.target == "auto":
+            raise EdgeresError("--target auto under torchrun: give the target explicitly (edgeres device probe names it)")
+        return _optimize(cfg, force, log, None)
+    if cfg.device:
+        from edgeres.device.fleet import Fleet
+
+        with Fleet(cfg.device, log or _log.info) as fleet:
+            cfg.target = fleet.resolve_target(cfg.target)
+            return _optimize(cfg, force, log, fleet)
+    return _optimize(cfg, force, log, None)
+
+
+def _optimize(cfg: OptimizeConfig, force: tuple, log, fleet) -> dict:
+    p = Pipeline(cfg, force, log, fleet=fleet)
     created = not p.run_dir.exists()
     try:
         return p.run()
@@ -226,3 +279,26 @@ def optimize(cfg: OptimizeConfig, force: tuple = (), log=None) -> dict:
         if created:  # a run that failed before writing anything leaves no empty folders behind
             remove_empty_dirs(p.run_dir)
         raise
+
+
+def summary_lines(rows: list, ctx, rec: dict) -> list:
+    """summary.md's head: the three-line verdict (verdict_lines), then the run's context."""
+    from edgeres.report_table import verdict_lines
+
+    lines = verdict_lines(rows, rec, ctx.target.to_dict(), str(ctx.run_dir))
+    lines = [lines[0], "", lines[1], "", lines[2], ""]
+    lines += [f"Target: **{ctx.target.name}** ({ctx.target.description}). Data: {ctx.splits.describe()}; "
+              f"input {ctx.pre.size} px."]
+    if rec.get("decided_by"):
+        lines.append(f"Chosen: {rec['decided_by']}.")
+    if rec.get("speedup_note"):
+        lines.append(f"Speed-up: {rec['speedup_note']}.")
+    pr = ctx.results.get("prune")
+    if pr is not None and pr.info.get("latency_search"):
+        from edgeres.prune.latency import summary
+
+        lines.append(f"Latency target: {summary(pr.info['latency_search'])}.")
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"- {r['stage']} ({r['runtime']}): {r['status']}: {r['note']}")
+    return lines

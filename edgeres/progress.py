@@ -67,6 +67,39 @@ def tame_library_logs() -> None:
             h.setLevel(level)
 
 
+CUDA_HOME_NOTICE = "No CUDA runtime is found"  # torch/utils/cpp_extension.py _find_cuda_home, torch 2.14
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def import_cpp_extension_quietly() -> None:
+    """Import ``torch.utils.cpp_extension`` without its "No CUDA runtime is found, using CUDA_HOME=..." line.
+
+    That line is logged once, at import, on a host with a CUDA build of torch and a CUDA toolkit but no GPU. NNCF
+    imports the module whenever torch is importable, even to quantize an ONNX model: ``nncf.quantize`` ->
+    ``get_backend`` -> ``is_torch_model`` imports ``nncf.torch`` (nncf/common/utils/backend.py, NNCF 3.4), whose
+    ``extensions`` package imports ``torch.utils.cpp_extension``. Importing it first under a filter that drops that
+    one message (removed right after) keeps every other record of that logger, then and later. A filter, not a
+    level: torch's ``_init_logs`` resets its loggers' levels whenever torch._dynamo sets up logging.
+    """
+    if "torch.utils.cpp_extension" in sys.modules:
+        return
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    drop = _DropMessage(CUDA_HOME_NOTICE)
+    logger.addFilter(drop)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.removeFilter(drop)
+
+
 def bars_enabled() -> bool:
     """Progress bars: off under ``-q`` and when stderr is not a terminal."""
     return _state["bars"] and sys.stderr.isatty()

@@ -25,7 +25,8 @@ def demo_data(tmp_path_factory) -> Path:
 def tiny_ckpt(tmp_path_factory, demo_data) -> Path:
     """An edgeres checkpoint of a ResNet18 for the demo classes, 32 px, trained for a few steps."""
     from edgeres.data import Preprocess
-    from edgeres.stages.train import TrainConfig, train_model
+    from edgeres.train.config import TrainConfig
+    from edgeres.train.transfer import train_model
 
     out = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     train_model(demo_data, out, arch="resnet18", pre=Preprocess(size=32),
@@ -38,7 +39,7 @@ def tiny_onnx(tmp_path_factory, tiny_ckpt) -> Path:
     """``tiny_ckpt`` exported once to FP32 ONNX (32 px, dynamic batch): read-only, shared by every test that needs it."""
     from edgeres.data import Preprocess
     from edgeres.models import load_model
-    from edgeres.stages.export import export_onnx
+    from edgeres.onnx_export import export_onnx
 
     lm = load_model(tiny_ckpt)
     path = tmp_path_factory.mktemp("tiny_onnx") / "m.onnx"
@@ -99,3 +100,56 @@ def run_cli_subprocess(*args, cwd=None, env=None, timeout=600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ------------------------------------------------------------------------------------------------ the loopback Jetson
+@pytest.fixture(scope="session")
+def device_image(tmp_path_factory):
+    """Keys and the remote Python of the loopback Jetson (tests/loopback_device.py); skips where it cannot run."""
+    from loopback_device import DeviceImage, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    return DeviceImage(tmp_path_factory.mktemp("device-image"))
+
+
+@pytest.fixture(scope="session")
+def jetson(device_image, tmp_path_factory):
+    """A loopback Orin Nano (JetPack 6.2) for the whole session: sshd on 127.0.0.1, stopped at the end."""
+    from loopback_device import LoopbackDevice
+
+    dev = LoopbackDevice(device_image, tmp_path_factory.mktemp("jetson")).start()
+    yield dev
+    dev.stop()
+
+
+@pytest.fixture
+def make_device(device_image, tmp_path):
+    """``make_device(board="orin-nano", python=True, cache_limit_kb=None)``: a fresh loopback device for one test."""
+    from loopback_device import LoopbackDevice
+
+    made = []
+
+    def make(board="orin-nano", **kw):
+        dev = LoopbackDevice(device_image, tmp_path / f"device{len(made)}", board=board, **kw).start()
+        made.append(dev)
+        return dev
+
+    yield make
+    for dev in made:
+        dev.stop()
+
+
+DEVICE_FAST = ("--target", "jetson-orin-nano", "--prune", "0", "--finetune-epochs", "0", "--int8-fallback", "none",
+               "--calib-size", "16", "--latency-min-time", "0.1", "--no-memory")
+
+
+@pytest.fixture(scope="session")
+def device_host_run(tmp_path_factory, tiny_ckpt, demo_data):
+    """A finished `optimize --target jetson-orin-nano` run without --device (every host stage done once, fast
+    settings DEVICE_FAST): the --device tests copy it, and only the device stage runs."""
+    out = tmp_path_factory.mktemp("device-run") / "run"
+    proc = run_cli("optimize", "--model", tiny_ckpt, "--data", demo_data, "--out", out, *DEVICE_FAST)
+    assert proc.returncode == 0, proc.stderr
+    return out

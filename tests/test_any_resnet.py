@@ -8,7 +8,8 @@ from torch import nn
 
 from edgeres.errors import EdgeresError
 from edgeres.models import PICKLED_ARCH, PROGRAM_ARCH, load_model
-from edgeres.stages.prune import FinetuneConfig, PruneConfig, run_prune
+from edgeres.prune.channels import PruneConfig
+from edgeres.prune.finetune import FinetuneConfig, run_prune
 
 
 class ShortcutA(nn.Module):
@@ -96,11 +97,12 @@ def _prune(tmp_path, demo_data, model, trust=True, ratio=0.4):
 @pytest.mark.parametrize("name, form", [("cifar", PROGRAM_ARCH), ("resnet50d", "timm:resnet50d"),
                                         ("seresnet50", "timm:seresnet50")])
 def test_prune_reload_export_quantize_check(tmp_path, demo_data, name, form):
+    from edgeres.data.model_inputs import resolve_model_preprocess
     from edgeres.evaluate import evaluate_artifact
     from edgeres.onnx_check import check_file
-    from edgeres.stages import resolve_model_preprocess
-    from edgeres.stages.export import ExportConfig, run_export
-    from edgeres.stages.quantize import QuantizeConfig, run_quantize
+    from edgeres.onnx_export import ExportConfig, run_export
+    from edgeres.quant.run import run_quantize
+    from edgeres.quant.settings import QuantizeConfig
     from edgeres.targets import get_target
 
     info = _prune(tmp_path, demo_data, _arch(name))
@@ -128,7 +130,7 @@ def test_prune_reload_export_quantize_check(tmp_path, demo_data, name, form):
 
 def test_classifier_and_stem_found_by_graph():
     from edgeres.models.graph import trace_anatomy
-    from edgeres.stages.prune import channel_prune
+    from edgeres.prune.channels import channel_prune
 
     a = trace_anatomy(CifarResNet())
     assert a.classifier == "linear" and a.stem == ["conv1"] and a.num_outputs == 10
@@ -146,7 +148,7 @@ def test_timm_model_unlike_its_defaults_is_written_as_a_program():
     as `timm:NAME`, which would not reload, but as its torch.export program."""
     timm = pytest.importorskip("timm")
     from edgeres.models import ModelMeta
-    from edgeres.stages.prune import choose_form
+    from edgeres.prune.forms import choose_form
 
     odd = timm.create_model("seresnet50", pretrained=False, num_classes=10, channels=(16, 32, 64, 128)).eval()
     assert choose_form(odd, ModelMeta(), 32) == PROGRAM_ARCH
@@ -156,16 +158,17 @@ def test_timm_model_unlike_its_defaults_is_written_as_a_program():
 def test_no_prune_success_leaves_an_unreadable_file(tmp_path, demo_data, monkeypatch):
     """Every way prune can end: success leaves a file evaluate reads; every failure leaves no file at all."""
     # 1. the written file does not reload to the same network (a broken rebuild): prune fails, the file is removed
-    import edgeres.stages.prune as prune_mod
+    import edgeres.prune.forms as prune_mod
     from edgeres import models
+    from edgeres.models import build as models_build
 
-    real = models.apply_specs
+    real = models_build.apply_specs
     monkeypatch.setattr(prune_mod, "_rebuilds", lambda form, model: True)  # the early check is fooled, and
-    monkeypatch.setattr(models, "apply_specs", lambda model, specs: model)  # the rebuild "forgets" the pruned shapes
+    monkeypatch.setattr(models_build, "apply_specs", lambda model, specs: model)  # the rebuild "forgets" the pruned shapes
     with pytest.raises(EdgeresError, match="does not reload to the same network"):
         _prune(tmp_path, demo_data, _timm("seresnet50"))
     assert not (tmp_path / "p.pt").exists()
-    monkeypatch.setattr(models, "apply_specs", real)
+    monkeypatch.setattr(models_build, "apply_specs", real)
     # 2. reloads, but to different logits (a wrong layer shape, say): the same
     real_load = models.load_model
 
@@ -189,7 +192,7 @@ def test_no_prune_success_leaves_an_unreadable_file(tmp_path, demo_data, monkeyp
 def test_unexportable_module_written_pickled_only_with_trust(tmp_path, demo_data, caplog):
     from edgeres.models import ModelMeta, save_checkpoint
     from edgeres.models.program import export_program  # noqa: F401 - the path that fails for this class
-    from edgeres.stages.prune import choose_form
+    from edgeres.prune.forms import choose_form
 
     m = Unexportable().eval()
     with pytest.raises(EdgeresError, match="pass --trust-model"):

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,3 +63,47 @@ def test_bench_quantize_peer_smoke(tmp_path, tiny_ckpt, demo_data):
     for r in rows.values():
         assert 0 <= float(r["top1"]) <= 100 and float(r["p50_ms"]) > 0 and 0 <= float(r["agree_vs_fp32_pct"]) <= 100
     assert rows["peer (min-max)"]["target"] == "x86-cpu" and rows["peer (min-max)"]["top1_delta_vs_fp32"] != ""
+
+
+def test_bench_train_gpu_without_a_gpu_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the benchmark would run")
+    proc = _run("bench_train_gpu.py")
+    assert proc.returncode == 0 and "no CUDA GPU here" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_bench_train_gpu_smoke_on_cpu(tmp_path):
+    """The whole script on a CPU, tiny (slow: four short trainings in subprocesses): the limit rows, `edgeres train`
+    per pipeline (the GPU path's code on CPU tensors), ratios to the bf16 limit, the CPU flags."""
+    out = tmp_path / "t.csv"
+    proc = _run("bench_train_gpu.py", "--device", "cpu", "--images", "40", "--size", "32", "--arch", "resnet18",
+                "--batch", "8", "--epochs", "2", "--rounds", "1", "--steps", "2", "--data", tmp_path / "d", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["row"]: r for r in csv.DictReader(open(out))}
+    assert set(rows) == {"pure PyTorch, GPU tensors, fp32/TF32", "pure PyTorch, GPU tensors, bf16 autocast",
+                         "edgeres train --pipeline gpu (--amp auto)", "edgeres train --pipeline cpu (--amp auto)"}
+    assert float(rows["pure PyTorch, GPU tensors, bf16 autocast"]["ratio_to_bf16_limit"]) == 1.0
+    assert all(float(r["images_per_s"]) > 0 and r["cpu_flags"] is not None for r in rows.values())
+    assert len(list((tmp_path / "d" / "train").rglob("*.jpg"))) == 40
+
+
+@pytest.mark.slow  # makes a bundle and runs the device flow twice on the loopback Jetson (~1-2 min here)
+def test_bench_device_smoke(tmp_path):
+    """The ssh overhead of a --device run and of a second run reusing the engine, against the loopback Jetson (one
+    tiny round; it says why and exits 0 where the loopback device cannot run)."""
+    from loopback_device import unavailable
+
+    out = tmp_path / "d.csv"
+    proc = _run("bench_device.py", "--out", out, "--rounds", "1", "--arch", "resnet18", "--size", "32", "--commands", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if unavailable():
+        assert "skipped" in proc.stdout
+        return
+    rows = {r["row"].split(" (")[0]: r for r in csv.DictReader(open(out))}
+    first, second = rows["first run"], rows["second run"]
+    assert first["engine"] == "built" and second["engine"] == "reused" and float(second["sent_mb"]) == 0
+    assert float(first["overhead_s"]) > 0 and first["connections"] == "1" and "avx" in first["cpu_flags"]
+    assert float(rows["one command, shared connection"]["command_ms"]) > 0

@@ -10,7 +10,7 @@ import pytest
 
 from edgeres.bundle import make_bundle
 from edgeres.data import Preprocess
-from edgeres.stages.engine import build_spec
+from edgeres.engine_build import build_spec
 from edgeres.targets import get_target
 
 REQUIRED = {"manifest.json", "README.md", "install.sh", "run.sh", "model.onnx", "labels.txt", "preprocess.json", "build.json",
@@ -52,7 +52,8 @@ def test_bundle_contents_and_manifest(bundle):
     manifest = json.loads((root / "manifest.json").read_text())
     assert set(manifest["files"]) == names - {"manifest.json"}
     readme = (root / "README.md").read_text()
-    assert "JetPack 5" in readme and "JetPack 6" in readme and "JetPack 7.2+" in readme and "--stronglyTyped" in readme
+    assert "JetPack 5" in readme and "JetPack 6 and 7" in readme and "JetPack 7.2.2+" in readme and "--stronglyTyped" in readme
+    assert "./run.sh adopt" in readme and "EDGERES_STATE_DIR" in readme and "--system-site-packages" in readme
     assert json.loads((root / "build.json").read_text())["onnx"] == "model.onnx"
     assert (root / "labels.txt").read_text().split() == bundle["classes"]
     assert os.access(root / "install.sh", os.X_OK) and os.access(root / "run.sh", os.X_OK)

@@ -6,8 +6,8 @@ import trt_double
 from edgeres_deploy.trt import BuildSpec, trtexec_command, version_family
 
 from edgeres.data import Preprocess
-from edgeres.errors import EdgeresError, StageSkipped
-from edgeres.stages.engine import build_spec, run_engine, trtexec_line
+from edgeres.engine_build import build_spec, run_engine, trtexec_line
+from edgeres.errors import EdgeresError, StageSkipped, Unavailable
 from edgeres.targets import ALIASES, TARGETS, get_target, list_targets
 
 
@@ -82,9 +82,9 @@ def test_engine_stage_skips_with_reason_without_tensorrt(tmp_path, tiny_onnx, cl
     import shutil
 
     shutil.copy(tiny_onnx, tmp_path / "m.onnx")
-    with pytest.raises(StageSkipped, match="tensorrt not importable") as e:
+    with pytest.raises(Unavailable, match="tensorrt not importable") as e:
         run_engine(tmp_path / "m.onnx", tmp_path / "m.engine", get_target("jetson"), Preprocess(size=32))
-    assert e.value.info["trtexec"].startswith("trtexec --onnx=") and not (tmp_path / "m.engine").exists()
+    assert e.value.runtime == "tensorrt" and e.value.info["trtexec"].startswith("trtexec --onnx=") and not (tmp_path / "m.engine").exists()
     proc = cli("build-engine", "--onnx", tmp_path / "m.onnx", "--target", "jetson-agx-orin", "--out", tmp_path / "e.engine")
     assert proc.returncode == 0 and "skipped" in proc.stderr and "trtexec --onnx=" in proc.stdout
 
@@ -96,19 +96,20 @@ def test_trt_build_and_run(tmp_path, tiny_onnx, demo_data):
     import numpy as np
     from edgeres_deploy.trt import TrtRunner
 
+    from edgeres.quant.run import run_quantize
+    from edgeres.quant.settings import QuantizeConfig
     from edgeres.runtimes.ort import OrtRuntime
-    from edgeres.stages.quantize import QuantizeConfig, run_quantize
 
     run_quantize(tiny_onnx, demo_data, get_target("cuda-gpu"), tmp_path / "q.onnx", QuantizeConfig(subset_size=20))
     try:
         run_engine(tmp_path / "q.onnx", tmp_path / "q.engine", get_target("cuda-gpu"), Preprocess(size=32))
-    except StageSkipped as e:
+    except (StageSkipped, Unavailable) as e:
         pytest.skip(str(e))
     side = json.loads((tmp_path / "q.engine.json").read_text())
     assert side["onnx_sha256"] and side["precision"].startswith("int8")
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    got = TrtRunner(str(tmp_path / "q.engine")).run(x)
-    ref = OrtRuntime(tmp_path / "q.onnx").run(x)
+    with TrtRunner(str(tmp_path / "q.engine")) as trt, OrtRuntime(tmp_path / "q.onnx") as ort:
+        got, ref = trt.run(x), ort.run(x)
     assert got.shape == ref.shape and (got.argmax(1) == ref.argmax(1)).mean() >= 0.5
 
 
@@ -121,7 +122,7 @@ FLAVOURS = list(trt_double.FLAVOURS)
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory, tiny_ckpt):
     from edgeres.models import load_model
-    from edgeres.stages.export import ExportConfig, export_onnx
+    from edgeres.onnx_export import ExportConfig, export_onnx
 
     d = tmp_path_factory.mktemp("onnx")
     lm = load_model(tiny_ckpt)
@@ -192,6 +193,11 @@ def test_item3_dla_static_profile_and_runtime_core(flavour, monkeypatch, tmp_pat
     nx = get_target("jetson-orin-nx")
     s = build_spec(onnx_files["dyn"], "e", nx, Preprocess(size=32), dla_core=1, int8=False)
     assert s.batch == (nx.batch,) * 3
+    if flavour == "11":  # no DLA in TensorRT 11.0-11.3: refused before any build, with the reason
+        with pytest.raises(StageSkipped, match="TensorRT 11.0.0.11 has no DLA support"):
+            run_engine(onnx_files["dyn"], tmp_path / "m.engine", nx, Preprocess(size=32), dla_core=1)
+        assert not (tmp_path / "m.engine").exists()
+        return
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", nx, Preprocess(size=32), dla_core=1)
     assert res["sidecar"]["dla_core"] == 1 and res["sidecar"]["shapes"]["min"] == res["sidecar"]["shapes"]["max"]
     r = T.TrtRunner(str(tmp_path / "m.engine"))
@@ -220,9 +226,10 @@ def test_item5_host_proxy_is_labelled_and_never_fails(flavour, monkeypatch, tmp_
     res = run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
     assert "host proxy on Double GPU" in res["note"] and "--useDLACore=0" in res["trtexec"]
     assert res["sidecar"]["device"].startswith("host proxy: Double GPU") and res["sidecar"]["dla_core"] is None
-    assert "host proxy" in TensorRTRuntime(tmp_path / "m.engine").describe()["device"]
+    with TensorRTRuntime(tmp_path / "m.engine") as rt:
+        assert "host proxy" in rt.describe()["device"]
     monkeypatch.setattr(T, "on_jetson", lambda: True)  # "on a Jetson" without DLA cores: the build fails
-    with pytest.raises(StageSkipped, match="TensorRT build failed here.*DLA core 0"):
+    with pytest.raises(StageSkipped, match="--dla-core 0 refused before building: (this device has no DLA core|TensorRT 11.0.0.11 has no DLA)"):
         run_engine(onnx_files["dyn"], tmp_path / "n.engine", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0)
 
 
@@ -332,7 +339,8 @@ def test_item12_precision_from_the_sidecar_and_known_risks(flavour, monkeypatch,
     monkeypatch.delitem(sys.modules, "pycuda.autoinit", raising=False)  # the double has no autoinit: must not be needed
     run_engine(onnx_files["dyn"], tmp_path / "m.engine", get_target("cuda-gpu"), Preprocess(size=32))
     expected = "as typed in the ONNX" if flavour == "11" else "fp16"
-    assert TensorRTRuntime(tmp_path / "m.engine").precision == expected
+    with TensorRTRuntime(tmp_path / "m.engine") as rt:
+        assert rt.precision == expected
     assert cuda_api().name == "pycuda"
     before = trt_double.used_bytes()
     r = TrtRunner(str(tmp_path / "m.engine"))
@@ -346,41 +354,6 @@ def test_item12_precision_from_the_sidecar_and_known_risks(flavour, monkeypatch,
 
     gc.collect()
     assert trt_double.used_bytes() <= before
-
-
-def test_double_flavours_follow_the_bindings():
-    """The double's surface per release (pyCore.cpp / pyInt8.cpp at 8.5.2, v10.3.0, v11.0): what the product may use."""
-    t85, t10, t11 = (trt_double.make_tensorrt(f) for f in ("8.5", "10.3", "11"))
-    assert hasattr(t85.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and not hasattr(t85.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-    assert hasattr(t10.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and hasattr(t10.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-    assert not hasattr(t11.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
-    assert hasattr(t85.BuilderFlag, "INT8") and hasattr(t10.BuilderFlag, "FP16") and not hasattr(t11.BuilderFlag, "INT8")
-    assert hasattr(t85, "IInt8EntropyCalibrator2") and not hasattr(t11, "IInt8EntropyCalibrator2")
-    assert hasattr(t10.Builder, "platform_has_fast_fp16") and not hasattr(t11.Builder, "platform_has_fast_fp16")
-    assert t10.DataType.INT64.value == 8 and not hasattr(t85.DataType, "INT64")  # NvInferRuntimeBase.h kINT64 = 8
-    # an 8.5 network without EXPLICIT_BATCH is implicit-batch: the ONNX parser refuses it
-    net = t85.Builder(t85.Logger()).create_network(0)
-    assert not t85.OnnxParser(net, t85.Logger()).parse(b"")
-
-
-def test_review_nptype_of_85_with_numpy_124(monkeypatch, tmp_path, onnx_files):
-    """TensorRT 8.5.2's ``trt.nptype`` reads ``np.bool`` (gone in numpy 1.24-1.26, what pip gives JetPack 5's Python
-    3.8): the runner still takes the engine's dtypes (trt_double docstring cites the source line)."""
-    from edgeres_deploy.trt import BuildSpec, TrtRunner, build_engine
-
-    trt = trt_double.install(monkeypatch, "8.5")
-    np_bool = np.bool
-    monkeypatch.delattr(np, "bool")  # numpy 1.24-1.26
-    with pytest.raises(AttributeError):
-        trt.nptype(trt.DataType.FLOAT)
-    build_engine(BuildSpec(onnx=str(onnx_files["dyn"]), engine=str(tmp_path / "m.engine"), input_shape=(3, 32, 32),
-                           int8=False), log=lambda *a: None)
-    r = TrtRunner(str(tmp_path / "m.engine"))
-    assert r.in_dtype == np.float32 and r.out_dtype == np.float32
-    x = _x(2)
-    got = r.run(x)
-    np.bool = np_bool  # numpy 2's own testing helpers need it back
-    np.testing.assert_allclose(got, _ort(onnx_files["dyn"], x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

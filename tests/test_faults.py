@@ -344,7 +344,7 @@ def test_weights_of_another_architecture(tmp_path, demo_data):
     import torch
 
     from edgeres.models import build_model
-    from edgeres.stages.train import load_pretrained
+    from edgeres.train.transfer import load_pretrained
 
     torch.save(build_model("resnet18", 10).state_dict(), tmp_path / "r18.pth")
     res = run("train", "--data", demo_data, "--out", tmp_path / "m.pt", "--arch", "resnet50", "--weights",

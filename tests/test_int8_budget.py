@@ -9,8 +9,13 @@ import onnx
 import pytest
 
 from edgeres.onnx_check import check_file, check_model
-from edgeres.stages import quantize as Q
-from edgeres.stages.quantize import QuantizeConfig, run_quantize
+from edgeres.quant import scoring
+from edgeres.quant.budget import budget_note, quantize_within_budget
+from edgeres.quant.float_layers import keep_float
+from edgeres.quant.ptq import ptq
+from edgeres.quant.qdq import int8_layers, qdq_summary
+from edgeres.quant.run import run_quantize
+from edgeres.quant.settings import QuantizeConfig
 from edgeres.targets import get_target
 
 
@@ -35,13 +40,13 @@ def arrays(demo_data):
 def _spy(monkeypatch):
     """Record the Q/DQ dtypes and residual-Add inputs of every model the budget scores."""
     seen = []
-    real = Q._logits_fn
+    real = scoring.logits_fn
 
     def logits_fn(x, batch=32):
         f = real(x, batch)
 
         def run(model):
-            s = Q.qdq_summary(model)
+            s = qdq_summary(model)
             producer = {o: n for n in model.graph.node for o in n.output}
             both_dq = sum(all(producer[i].op_type == "DequantizeLinear" for i in n.input)
                           for n in model.graph.node if n.op_type == "Add")
@@ -50,7 +55,7 @@ def _spy(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(Q, "_logits_fn", logits_fn)
+    monkeypatch.setattr(scoring, "logits_fn", logits_fn)
     return seen
 
 
@@ -61,7 +66,7 @@ def test_budget_is_checked_on_the_shipped_form(monkeypatch, tmp_path, fp32_onnx,
     seen = _spy(monkeypatch)
     t = get_target("jetson-orin-nano")
     cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1000.0, fallback=("methods",), methods=("histogram", "minmax"))
-    info = Q.quantize_within_budget(fp32_onnx, tmp_path / "q.onnx", t, calib, vx, vy, cfg)
+    info = quantize_within_budget(fp32_onnx, tmp_path / "q.onnx", t, calib, vx, vy, cfg)
     scored = [s for s in seen if s[0]]  # the FP32 reference has no Q/DQ
     assert len(scored) == 2 and all(set(d) == {"int8"} and both == 0 for d, both in scored)
     b = info["budget"]
@@ -70,13 +75,15 @@ def test_budget_is_checked_on_the_shipped_form(monkeypatch, tmp_path, fp32_onnx,
     import nncf
     from edgeres.calibration import nncf_dataset
 
+    from edgeres.quant.settings import nncf_settings
+
     model = onnx.load(fp32_onnx)
-    raw = nncf.quantize(model, nncf_dataset(calib, "input"), **Q.nncf_settings("trt-qdq", QuantizeConfig(subset_size=20)))
-    assert "uint8" in Q.qdq_summary(raw)["qdq_dtypes"]
+    raw = nncf.quantize(model, nncf_dataset(calib, "input"), **nncf_settings("trt-qdq", QuantizeConfig(subset_size=20)))
+    assert "uint8" in qdq_summary(raw)["qdq_dtypes"]
     seen.clear()
-    Q._top1_fn(vx, vy, finalize_for=t)(raw)
+    scoring.top1_fn(vx, vy, finalize_for=t)(raw)
     assert seen[-1] == ({"int8": seen[-1][0]["int8"]}, 0)
-    assert "uint8" in Q.qdq_summary(raw)["qdq_dtypes"]  # validated on a copy: the candidate itself is untouched
+    assert "uint8" in qdq_summary(raw)["qdq_dtypes"]  # validated on a copy: the candidate itself is untouched
 
 
 def test_budget_uses_images_calibration_did_not_use(tmp_path, fp32_onnx, demo_data):
@@ -104,7 +111,7 @@ def float_fallback(tmp_path_factory, fp32_onnx, arrays):
                          sensitivity_images=30)
     out = {}
     for name in ("jetson-thor", "jetson-orin-nano"):
-        out[name] = (d / f"{name}.onnx", Q.quantize_within_budget(fp32_onnx, d / f"{name}.onnx", get_target(name), calib,
+        out[name] = (d / f"{name}.onnx", quantize_within_budget(fp32_onnx, d / f"{name}.onnx", get_target(name), calib,
                                                                    vx, vy, cfg))
     return out
 
@@ -121,8 +128,8 @@ def test_float_fallback_reports_layers_and_passes_check_onnx(float_fallback, fp3
         n = names[layer]
         assert inits[n.input[1]].data_type == onnx.TensorProto.FLOAT16
         assert any(c.op_type == "Cast" and c.output[0] == n.input[0] for c in m.graph.node)
-    assert len(Q.qdq_summary(m)["float_layers"]) >= len(b["float_layers"])
-    note = Q.budget_note(b)
+    assert len(qdq_summary(m)["float_layers"]) >= len(b["float_layers"])
+    note = budget_note(b)
     assert b["float_layers"][0] in note and "% of MACs" in note and "FP16" in note
     # the sensitivity table: every INT8 layer, its MACs share, the kept ones marked
     with open(info["sensitivity_csv"]) as f:
@@ -153,10 +160,10 @@ def test_keep_float_restores_fp32_layers(fp32_onnx, arrays):
     _pre, calib, vx, _vy = arrays
     model = onnx.load(fp32_onnx)
     t = get_target("jetson-orin-nano")
-    qm, _ = Q._ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
-    fl = Q.keep_float(qm, model, Q._int8_layers(qm))
+    qm, _ = ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
+    fl = keep_float(qm, model, int8_layers(qm))
     onnx.checker.check_model(fl)
-    assert Q._int8_layers(fl) == [] and Q.qdq_summary(fl)["int8_layers"] == 0
+    assert int8_layers(fl) == [] and qdq_summary(fl)["int8_layers"] == 0
     f_inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in fl.graph.initializer}
     for n in fl.graph.node:
@@ -169,7 +176,7 @@ def test_keep_float_restores_fp32_layers(fp32_onnx, arrays):
     for n in fl.graph.node:
         if n.op_type == "DequantizeLinear":
             assert set(users[n.output[0]]) <= {"Add", "MaxPool"}, users[n.output[0]]
-    assert Q._logits_fn(vx[:4])(fl).shape == (4, 10)
+    assert scoring.logits_fn(vx[:4])(fl).shape == (4, 10)
 
 
 def test_qat_end_to_end(tmp_path, fp32_onnx, tiny_ckpt, demo_data, arrays):
@@ -177,16 +184,16 @@ def test_qat_end_to_end(tmp_path, fp32_onnx, tiny_ckpt, demo_data, arrays):
     written-back file gives the PTQ file's logits), then fine-tuning writes learned weights/scales into a file that passes check-onnx
     and is within budget; the budget loop runs it when PTQ is over budget."""
     from edgeres.data import resolve_data
-    from edgeres.stages.qat import make_qat
+    from edgeres.quant.qat import make_qat
 
     pre, calib, vx, _vy = arrays
     splits = resolve_data(demo_data)
     t = get_target("jetson-orin-nano")
     model = onnx.load(fp32_onnx)
-    qm, _ = Q._ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
+    qm, _ = ptq(model, t, calib, QuantizeConfig(subset_size=20), "input")
     frozen, finfo = make_qat(tiny_ckpt, splits, tmp_path / "w0", lr=0.0, batch_size=16, max_steps=1)(pre)(qm)
-    assert finfo["layers"] == len(Q._int8_layers(qm)) and finfo["activation_quantizers"] >= 20
-    a, b = Q._logits_fn(vx)(qm), Q._logits_fn(vx)(frozen)
+    assert finfo["layers"] == len(int8_layers(qm)) and finfo["activation_quantizers"] >= 20
+    a, b = scoring.logits_fn(vx)(qm), scoring.logits_fn(vx)(frozen)
     # starts from PTQ (biases included): equal up to an int8 weight re-rounded here and there
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.98 and np.abs(a - b).max() <= 0.01 * np.abs(a).max()
     cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1000.0, fallback=("qat",))
@@ -199,7 +206,7 @@ def test_qat_end_to_end(tmp_path, fp32_onnx, tiny_ckpt, demo_data, arrays):
     # the QAT file itself, in the target's form
     qfile, _ = qat(pre)(qm)
     assert check_model(qfile, t) == []
-    assert set(Q.qdq_summary(qfile)["qdq_dtypes"]) == {"int8"}
+    assert set(qdq_summary(qfile)["qdq_dtypes"]) == {"int8"}
     assert not list((tmp_path / "w").glob("qat*.pt"))
 
 
@@ -207,23 +214,24 @@ def test_qat_writes_back_into_the_x86_form(tmp_path, fp32_onnx, tiny_ckpt, demo_
     """On the x86 file (the classifier's bias moved into an Add so the Gemm runs as QGemm) QAT writes the fine-tuned
     bias into that Add; frozen (lr 0) it predicts as the PTQ file."""
     from edgeres.data import resolve_data
-    from edgeres.stages.qat import make_qat
+    from edgeres.quant.qat import make_qat
 
     pre, calib, vx, _vy = arrays
-    qm, info = Q._ptq(onnx.load(fp32_onnx), get_target("x86-cpu"), calib, QuantizeConfig(subset_size=20), "input")
+    qm, info = ptq(onnx.load(fp32_onnx), get_target("x86-cpu"), calib, QuantizeConfig(subset_size=20), "input")
     assert info["x86_rules"]["gemm_bias_split"] == 1
     frozen, finfo = make_qat(tiny_ckpt, resolve_data(demo_data), tmp_path / "w", lr=0.0, batch_size=16, max_steps=1)(pre)(qm)
-    assert finfo["layers"] == len(Q._int8_layers(qm))
+    assert finfo["layers"] == len(int8_layers(qm))
     gemm = next(n for n in frozen.graph.node if n.op_type == "Gemm")
     add = next(n for n in frozen.graph.node if gemm.output[0] in n.input)
     assert add.op_type == "Add" and any(i.endswith("_qat_b") for i in add.input)
-    a, b = Q._logits_fn(vx)(qm), Q._logits_fn(vx)(frozen)
+    a, b = scoring.logits_fn(vx)(qm), scoring.logits_fn(vx)(frozen)
     # starts from PTQ (biases included): equal up to an int8 weight re-rounded here and there
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.98 and np.abs(a - b).max() <= 0.01 * np.abs(a).max()
 
 
 def test_recommend_for_tensorrt_ranks_by_target_precision_not_host_latency():
-    from edgeres.report import new_row, recommend
+    from edgeres.recommend import recommend
+    from edgeres.report import new_row
 
     def row(stage, runtime, precision, top1, ms, macs, mb):
         return new_row(stage=stage, runtime=runtime, precision=precision, status="ok", top1=top1,

@@ -70,7 +70,7 @@ def test_onnx_macs_match_torch(tmp_path):
 
     from edgeres.data import Preprocess
     from edgeres.models import ModelMeta, build_model
-    from edgeres.stages.export import export_onnx
+    from edgeres.onnx_export import export_onnx
 
     m = build_model("resnet18", 10).eval()
     export_onnx(m, tmp_path / "m.onnx", Preprocess(size=64), ModelMeta(arch="resnet18", classes=list("abcdefghij")))
@@ -83,13 +83,13 @@ def test_onnx_macs_match_torch(tmp_path):
 
 
 def test_report_schema_and_empty_cells(tmp_path):
-    assert COLUMNS[:3] == ["stage", "artifact", "runtime"] and COLUMNS[-2:] == ["status", "note"] and len(COLUMNS) == 22
+    assert COLUMNS[:3] == ["stage", "artifact", "runtime"] and COLUMNS[-2:] == ["status", "note"] and len(COLUMNS) == 24
     ok = new_row(stage="export", runtime="onnxruntime", top1=75.123456, latency_p50_ms=1.5, params=10)
     skipped = new_row(stage="engine", runtime="tensorrt", status="skipped", note="tensorrt not importable")
     text = rows_to_csv([ok, skipped])
     lines = text.splitlines()
     assert lines[0] == ",".join(COLUMNS)
-    assert lines[2].startswith("engine,,tensorrt,,,,,,,,,,,,,,,,,,skipped,tensorrt not importable")
+    assert lines[2].startswith("engine,,tensorrt,,,,,,,,,,,,,,,,,,,,skipped,tensorrt not importable")
     write_csv(tmp_path / "r.csv", [ok, skipped])
     back = read_csv(tmp_path / "r.csv")
     assert back[0]["top1"] == pytest.approx(75.123) and back[0]["gpu_mem_mb"] is None and back[1]["status"] == "skipped"

@@ -91,7 +91,8 @@ def test_report_merge_folds_device_rows(first_run, cli, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(out, run)
     dev = tmp_path / "device.csv"
-    dev.write_text(",".join(COLUMNS) + "\n" + "engine,model.engine,tensorrt,Orin,int8,1,32,11.0,50.0,,,0.41,0.45,0.5,2400,,,3.1,,12,ok,\n")
+    old_header = [c for c in COLUMNS if c not in ("power_w", "energy_mj_per_image")]  # a CSV of an older bundle
+    dev.write_text(",".join(old_header) + "\n" + "engine,model.engine,tensorrt,Orin,int8,1,32,11.0,50.0,,,0.41,0.45,0.5,2400,,,3.1,,12,ok,\n")
     proc = cli("report", "--run", run, "--merge", dev)
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(run / "report.csv")

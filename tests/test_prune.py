@@ -4,15 +4,16 @@ import torch
 
 from edgeres.errors import EdgeresError
 from edgeres.models import ModelMeta, build_model, load_model, save_checkpoint
-from edgeres.stages.prune import PruneConfig, apply_2_4, channel_prune, check_onnx_2_4, check_prunable, is_2_4, mask_2_4
+from edgeres.prune.channels import PruneConfig, channel_prune, check_prunable
+from edgeres.prune.sparsity import apply_2_4, check_onnx_2_4, is_2_4, mask_2_4
 from edgeres.targets import get_target
 
 
 def test_ratio_0_3_halves_resnet50_macs_and_exports(tmp_path):
     """At 224 px, --ratio 0.3 must remove at least half of ResNet50's MACs; the result exports and runs in ORT."""
     from edgeres.data import Preprocess
+    from edgeres.onnx_export import export_onnx
     from edgeres.runtimes.ort import OrtRuntime
-    from edgeres.stages.export import export_onnx
 
     m = build_model("resnet50", 1000).eval()
     info = channel_prune(m, PruneConfig(ratio=0.3), 224)
@@ -24,8 +25,8 @@ def test_ratio_0_3_halves_resnet50_macs_and_exports(tmp_path):
             assert mod.out_channels % 8 == 0, (name, mod.out_channels)
     assert m.conv1.out_channels == 64 and m.fc.out_features == 1000
     export_onnx(m, tmp_path / "p.onnx", Preprocess(size=64), ModelMeta(classes=[str(i) for i in range(1000)]))
-    out = OrtRuntime(tmp_path / "p.onnx").run(np.zeros((1, 3, 64, 64), np.float32))
-    assert out.shape == (1, 1000)
+    with OrtRuntime(tmp_path / "p.onnx") as rt:
+        assert rt.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 1000)
 
 
 def test_target_macs_search():
@@ -55,7 +56,7 @@ def test_bad_prune_inputs():
 
 
 def test_2_4_on_target_without_support(tmp_path, tiny_ckpt, demo_data):
-    from edgeres.stages.prune import FinetuneConfig, run_prune
+    from edgeres.prune.finetune import FinetuneConfig, run_prune
 
     with pytest.raises(EdgeresError, match="no 2:4 sparse tensor cores"):
         run_prune(tiny_ckpt, tmp_path / "s.pt", PruneConfig(ratio=None, sparsity="2:4"), FinetuneConfig(epochs=0),
@@ -76,8 +77,8 @@ def test_2_4_mask_pattern():
 def test_2_4_survives_finetune_and_onnx_export(tmp_path, tiny_ckpt, demo_data):
     """Masks stay fixed through fine-tuning, and the exported (BN-folded) weights still have the 2:4 pattern."""
     from edgeres.data import Preprocess
-    from edgeres.stages.export import export_onnx
-    from edgeres.stages.prune import FinetuneConfig, run_prune
+    from edgeres.onnx_export import export_onnx
+    from edgeres.prune.finetune import FinetuneConfig, run_prune
 
     res = run_prune(tiny_ckpt, tmp_path / "s.pt", PruneConfig(ratio=0.25, sparsity="2:4"),
                     FinetuneConfig(epochs=1, max_steps_per_epoch=2, batch_size=8), data=demo_data,
@@ -93,8 +94,8 @@ def test_2_4_survives_finetune_and_onnx_export(tmp_path, tiny_ckpt, demo_data):
 
 
 def test_distillation_finetune_reuses_training_loop(tmp_path, tiny_ckpt, demo_data, monkeypatch):
-    import edgeres.stages.train as train_mod
-    from edgeres.stages.prune import FinetuneConfig, run_prune
+    import edgeres.train.loop as train_mod
+    from edgeres.prune.finetune import FinetuneConfig, run_prune
 
     calls = []
     real_fit = train_mod.fit
@@ -123,7 +124,7 @@ def test_apply_2_4_skips_stem():
 
 
 def test_taylor_importance_uses_training_gradients(tmp_path, tiny_ckpt, demo_data):
-    from edgeres.stages.prune import FinetuneConfig, run_prune
+    from edgeres.prune.finetune import FinetuneConfig, run_prune
 
     res = run_prune(tiny_ckpt, tmp_path / "t.pt", PruneConfig(ratio=0.3, importance="taylor", iterative_steps=2),
                     FinetuneConfig(epochs=1, max_steps_per_epoch=1, batch_size=8), data=demo_data, progress=False)

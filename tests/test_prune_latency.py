@@ -1,8 +1,10 @@
-"""Pruning to a latency target (edgeres.stages.prune_latency) and channel multiples per target.
+"""Pruning to a latency target (edgeres.prune.latency) and channel multiples per target.
 
 The search is tested with an injected, deterministic latency function: no assertion here depends on wall-clock time
 (the real speed-ups are measured side by side in benchmarks/bench_runtimes.py).
 """
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from edgeres.errors import EdgeresError
 from edgeres.models import build_model
-from edgeres.stages.prune_latency import (
+from edgeres.prune.latency import (
     LatencyTarget,
     find_ratio,
     host_measure,
@@ -135,42 +137,60 @@ def test_tensorrt_target_falls_back_to_macs_and_says_so():
 def test_host_measure_runs_the_target_runtime_in_int8():
     """The real measurement (export + x86 INT8 + ORT/OpenVINO) on a tiny model: structure only, no timing asserted."""
     from edgeres.data import Preprocess
-    from edgeres.runtimes.ort import onnx_precision
 
     m = build_model("resnet18", 10).eval()
     goal = LatencyTarget(speedup=1.5, rounds=1, runs_per_round=1, warmup=1, calib_images=2)
-    measure, info = host_measure(m, get_target("x86-cpu"), Preprocess(size=32), goal, workdir=None)
-    assert info["precision"] == "int8" and info["runtime"] in ("onnxruntime", "openvino") and info["batch"] == 1
-    out = measure(0.5)
-    assert out["latency_ms"] > 0 and out["base_ms"] > 0 and 0 < out["macs_fraction"] < 0.6
-    assert onnx_precision  # the artifacts measured are Q/DQ files: checked in test_latency_artifacts_are_int8
+    with contextlib.ExitStack() as stack:
+        measure, info = host_measure(m, get_target("x86-cpu"), Preprocess(size=32), goal, workdir=None, stack=stack)
+        assert info["precision"] == "int8" and info["runtime"] in ("onnxruntime", "openvino") and info["batch"] == 1
+        out = measure(0.5)
+        assert out["latency_ms"] > 0 and out["base_ms"] > 0 and 0 < out["macs_fraction"] < 0.6
+    # the artifacts measured are Q/DQ files: checked in test_latency_artifacts_are_int8
 
 
 def test_each_model_is_timed_in_the_runtime_that_would_ship_it(monkeypatch):
     """The speed-up compares the unpruned model in its faster runtime with the pruned one in *its* faster runtime
     (they can differ: at 48 px OpenVINO ran the unpruned demo ResNet50 faster, ONNX Runtime the pruned one)."""
     from edgeres.data import Preprocess
-    from edgeres.stages import prune_latency as PL
+    from edgeres.prune import latency as PL
+
+    class Opened:
+        """A runner as the search holds it: entered into an ExitStack, closed when the stack unwinds."""
+
+        live: list = []
+
+        def __enter__(self):
+            Opened.live.append(self)
+            return self
+
+        def __exit__(self, *exc):
+            Opened.live.remove(self)
 
     ms = {"base onnxruntime": 1.68, "base openvino": 1.31, "pruned onnxruntime": 0.83, "pruned openvino": 1.0}
     monkeypatch.setattr(PL, "host_runtimes", lambda target: ["onnxruntime", "openvino"])
-    monkeypatch.setattr(PL, "_load", lambda runtime, path, threads, why=None: object())
+    monkeypatch.setattr(PL, "_load", lambda runtime, path, threads, why=None: Opened())
     monkeypatch.setattr(PL, "interleaved_medians", lambda fns, rounds, runs, warmup: {k: [ms[k]] * rounds for k in fns})
     goal = LatencyTarget(speedup=2.0, rounds=3, calib_images=2)
-    measure, info = PL.host_measure(build_model("resnet18", 10).eval(), get_target("x86-cpu"), Preprocess(size=32), goal)
-    out = measure(0.4)
+    with contextlib.ExitStack() as stack:
+        measure, info = PL.host_measure(build_model("resnet18", 10).eval(), get_target("x86-cpu"), Preprocess(size=32),
+                                        goal, stack=stack)
+        out = measure(0.4)
+        assert len(Opened.live) == 2  # the unpruned model's two runners; the candidate's were closed once timed
+    assert not Opened.live
     assert (out["base_runtime"], out["runtime"]) == ("openvino", "onnxruntime")
     assert out["speedup"] == pytest.approx(1.31 / 0.83) and out["base_ms"] == 1.31 and out["latency_ms"] == 0.83
     res = PL.find_ratio(build_model("resnet18", 10).eval(), get_target("x86-cpu"), Preprocess(size=32),
                         LatencyTarget(speedup=1.5, steps=1, rounds=1, calib_images=2))
     assert res["runtime"] == "onnxruntime" and res["base_runtime"] == "openvino"
     assert "ms in onnxruntime vs 1.31 ms unpruned in openvino" in PL.summary(res)
+    assert not Opened.live  # find_ratio closed every runner of its search
 
 
 def test_latency_artifacts_are_int8(tmp_path):
+    from edgeres_deploy.onnx_info import onnx_precision
+
     from edgeres.data import Preprocess
-    from edgeres.runtimes.ort import onnx_precision
-    from edgeres.stages.prune_latency import _artifact_builder
+    from edgeres.prune.latency import _artifact_builder
 
     calib = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     build = _artifact_builder(get_target("x86-cpu"), Preprocess(size=32), [str(i) for i in range(10)], calib, tmp_path)
@@ -191,7 +211,8 @@ def test_every_target_has_a_cited_channel_multiple():
 
 def test_pruning_rounds_to_the_targets_multiple_and_round_to_overrides(tmp_path, tiny_ckpt, demo_data):
     from edgeres.models import load_model
-    from edgeres.stages.prune import FinetuneConfig, PruneConfig, run_prune
+    from edgeres.prune.channels import PruneConfig
+    from edgeres.prune.finetune import FinetuneConfig, run_prune
 
     def convs(path):
         m = load_model(path).model
@@ -226,8 +247,9 @@ def test_cli_rejects_two_pruning_goals(cli, tiny_ckpt, tmp_path):
 
 def test_prune_command_api_prunes_at_the_searched_ratio(tmp_path, tiny_ckpt, demo_data):
     from edgeres.models import load_model
-    from edgeres.stages.prune import FinetuneConfig, PruneConfig
-    from edgeres.stages.prune_latency import run_prune_latency
+    from edgeres.prune.channels import PruneConfig
+    from edgeres.prune.finetune import FinetuneConfig
+    from edgeres.prune.latency import run_prune_latency
 
     res = run_prune_latency(tiny_ckpt, tmp_path / "p.pt", PruneConfig(ratio=None), FinetuneConfig(epochs=0),
                             LatencyTarget(speedup=2.0), data=demo_data, target=get_target("x86-cpu"),

@@ -20,7 +20,8 @@ from PIL import Image
 
 from edgeres.errors import EdgeresError
 from edgeres.onnx_check import check_file
-from edgeres.stages.quantize import QuantizeConfig, run_quantize
+from edgeres.quant.run import run_quantize
+from edgeres.quant.settings import QuantizeConfig
 from edgeres.targets import get_target
 
 
@@ -192,7 +193,7 @@ def test_quantize_cli_errors(cli, tmp_path, fp32_onnx, demo_data):
 def test_accuracy_aware_mode_reports_kept_layers(tmp_path, fp32_onnx, demo_data):
     out = tmp_path / "ac.onnx"
     info = run_quantize(fp32_onnx, demo_data, get_target("jetson"), out,
-                        QuantizeConfig(subset_size=20, max_accuracy_drop=0.01), data=demo_data)
+                        QuantizeConfig(subset_size=20, nncf_max_drop=0.01), data=demo_data)
     ac = info["accuracy_control"]
     assert ac is not None and "float_layers" in ac and "steps" in ac
     assert check_file(out, get_target("jetson")) == []

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from edgeres.report import (
-    TABLE,
-    markdown_table,
-    new_row,
-    plot,
-    table_cells,
-    table_footnote,
-    verdict_lines,
-    write_report,
-)
+from edgeres.report import new_row, write_report
+from edgeres.report_plot import plot
+from edgeres.report_table import TABLE, markdown_table, table_cells, table_footnote, verdict_lines
 from edgeres.targets import get_target
 
 JETSON = get_target("jetson").to_dict()

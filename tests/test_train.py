@@ -8,7 +8,8 @@ import pytest
 
 from edgeres.data import Preprocess
 from edgeres.models import load_model
-from edgeres.stages.train import TrainConfig, train_model
+from edgeres.train.config import TrainConfig
+from edgeres.train.transfer import train_model
 
 
 @pytest.mark.slow
@@ -67,14 +68,15 @@ def test_ddp_two_cpu_processes(tmp_path, demo_data):
 def test_amp_and_channels_last_options(tmp_path, demo_data):
     import torch
 
+    from edgeres.amp import choose_amp, cpu_has_bf16
     from edgeres.errors import EdgeresError
-    from edgeres.stages.train import _use_amp, cpu_has_bf16
 
-    assert _use_amp(TrainConfig(amp="off"), torch.device("cpu")) is False
-    assert _use_amp(TrainConfig(amp="bf16"), torch.device("cpu")) is True
-    assert _use_amp(TrainConfig(amp="auto"), torch.device("cpu")) is cpu_has_bf16()
-    with pytest.raises(EdgeresError, match="unknown amp"):
-        _use_amp(TrainConfig(amp="fp8"), torch.device("cpu"))
+    assert choose_amp("off", torch.device("cpu")).enabled is False
+    assert choose_amp("bf16", torch.device("cpu")).enabled is True
+    assert choose_amp("auto", torch.device("cpu")).enabled is cpu_has_bf16()
+    with pytest.raises(EdgeresError, match="unknown --amp"):
+        train_model(demo_data, tmp_path / "x.pt", arch="resnet18", pre=Preprocess(size=32), progress=False,
+                    cfg=TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=1, amp="fp8"))
     out = tmp_path / "m.pt"
     res = train_model(demo_data, out, arch="resnet18", pre=Preprocess(size=32), progress=False,
                       cfg=TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=2, amp="bf16", channels_last=True))

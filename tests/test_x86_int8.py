@@ -9,8 +9,9 @@ import pytest
 
 from edgeres.data import Preprocess
 from edgeres.models import ModelMeta, build_model
-from edgeres.stages.export import export_onnx
-from edgeres.stages.quantize import QuantizeConfig, quantize_onnx
+from edgeres.onnx_export import export_onnx
+from edgeres.quant.ptq import quantize_onnx
+from edgeres.quant.settings import QuantizeConfig
 from edgeres.targets import get_target
 
 
@@ -58,29 +59,31 @@ def test_rules_are_exact(files, monkeypatch):
     import nncf
     from edgeres.calibration import nncf_dataset
 
+    from edgeres.quant import x86_rules
+    from edgeres.quant.settings import nncf_settings
     from edgeres.runtimes.ort import OrtRuntime
-    from edgeres.stages import x86_int8
-    from edgeres.stages.quantize import nncf_settings
 
     calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
     raw = nncf.quantize(onnx.load(str(files["fp"])), nncf_dataset(calib, "input"),
                         **nncf_settings("ort-u8s8", QuantizeConfig(method="minmax", subset_size=4, bias_correction=False)))
     onnx.save(raw, str(files["dir"] / "raw.onnx"))
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    ref = OrtRuntime(files["dir"] / "raw.onnx").run(x)
+    with OrtRuntime(files["dir"] / "raw.onnx") as rt:
+        ref = rt.run(x)
 
     def ruled(name):
         m = onnx.load(str(files["dir"] / "raw.onnx"))
-        counts = x86_int8.apply_x86_rules(m)
+        counts = x86_rules.apply_x86_rules(m)
         onnx.checker.check_model(m)
         onnx.save(m, str(files["dir"] / name))
-        return counts, OrtRuntime(files["dir"] / name).run(x)
+        with OrtRuntime(files["dir"] / name) as rt:
+            return counts, rt.run(x)
 
     counts, out = ruled("ruled.onnx")
     assert counts["gemm_bias_split"] == 1
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     assert np.array_equal(out.argmax(1), ref.argmax(1))
-    monkeypatch.setattr(x86_int8, "split_gemm_bias", lambda m: 0)
+    monkeypatch.setattr(x86_rules, "split_gemm_bias", lambda m: 0)
     counts, out = ruled("exact.onnx")
     assert counts["passthrough_requantized"] == 2 and np.array_equal(out, ref)
 
@@ -97,8 +100,8 @@ def test_openvino_compiles_it(files):
     pytest.importorskip("openvino")
     from edgeres.runtimes.openvino_rt import OpenVinoRuntime
 
-    out = OpenVinoRuntime(files["edgeres"]).run(np.zeros((1, 3, 64, 64), np.float32))
-    assert out.shape == (1, 10)
+    with OpenVinoRuntime(files["edgeres"]) as rt:
+        assert rt.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 10) and rt.precision == "int8"
 
 
 # ------------------------------------------------------------------------------------------------ the faster runtime
@@ -110,8 +113,7 @@ def _row(stage, runtime, p50, batch=1, top1=50.0, delta=-0.2, precision="int8"):
 
 
 def test_recommendation_for_x86_takes_the_faster_runtime():
-    from edgeres.report import recommend
-    from edgeres.stages.x86_int8 import faster_runtime
+    from edgeres.recommend import faster_runtime, recommend
 
     rows = [_row("baseline", "torch", 70.0, delta=0.0, precision="fp32"),
             _row("baseline", "onnxruntime", 49.0, delta=0.0, precision="fp32"),

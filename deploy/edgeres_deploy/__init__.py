@@ -1,8 +1,9 @@
 """edgeres_deploy: the on-device side of edgeres.
 
-Needs only numpy and pillow, plus tensorrt with pycuda or cuda-python (on the Jetson) or onnxruntime (anywhere).
-No torch, no edgeres. Run it from an unpacked bundle's root: ``./run.sh verify|build|bench|predict|evaluate``
-(``python3 -m edgeres_deploy ...`` starts over through run.sh's launcher, edgeres_deploy/bundle.py).
+Needs only numpy and pillow, plus JetPack's tensorrt (the CUDA runtime library is reached through ctypes; pycuda or
+cuda-python are used where installed) or onnxruntime (anywhere). No torch, no edgeres. Run it from an unpacked
+bundle's root: ``./run.sh doctor|verify|build|adopt|check|bench|predict|evaluate`` (``python3 -m edgeres_deploy ...``
+starts over through run.sh's launcher, edgeres_deploy/launch.py).
 The host (edgeres) imports the same preprocessing and TensorRT code, so both sides compute the same thing.
 """
 
@@ -25,7 +26,7 @@ def _run_with_m() -> bool:
 
 if __name__ == "edgeres_deploy" and _run_with_m():
     # `python3 -m edgeres_deploy ...`: the current folder is first on sys.path and compiled caches are read and written.
-    # Start over through the launcher run.sh uses (edgeres_deploy/bundle.py as a script, -E -B), which hardens the
+    # Start over through the launcher run.sh uses (edgeres_deploy/launch.py as a script, -E -B), which hardens the
     # interpreter and checks the bundle against its manifest before importing anything from it. The compiled cache
     # Python has just written for this file is removed first: the check refuses every file the manifest does not list.
     import importlib.util as _iu
@@ -38,6 +39,6 @@ if __name__ == "edgeres_deploy" and _run_with_m():
             _os.rmdir(_os.path.dirname(_pyc))  # only if now empty
         except (OSError, NotImplementedError, ValueError):
             pass
-    _launcher = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "bundle.py")
+    _launcher = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "launch.py")
     _sys.stdout.flush()
     _os.execv(_sys.executable, [_sys.executable, "-E", "-B", _launcher, *_sys.argv[1:]])

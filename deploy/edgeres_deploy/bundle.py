@@ -1,66 +1,27 @@
-"""The bundle's integrity and its launcher; labels, build settings and CSV rows.
+"""The bundle's integrity: the manifest check (every file listed, of its sha256, and nothing else), the record of
+the engine files `build` writes on the device, labels, build settings and report CSV rows.
 
-``run.sh`` runs this file as a script (``python3 -E -B edgeres_deploy/bundle.py COMMAND ...``). Before anything is
-imported from the bundle it:
+``run.sh`` starts ``edgeres_deploy/launch.py``, which runs :func:`check` from this file's source before anything else
+of the bundle is imported (see launch.py); the commands call :func:`require_verified`, which adds the engine record's
+check (edgeres_deploy/engine_record.py): an engine, sidecar or timing cache in the folder that this device did not
+build or adopt is refused, never run.
 
-1. takes the bundle and the current folder off ``sys.path`` (and ignores PYTHON* variables, -E), so no file in the
-   bundle can shadow a module: a ``json.py`` or ``numpy.py`` dropped next to ``run.sh`` is never imported;
-2. checks the whole folder against ``manifest.json``: every listed file present, a regular file (no symbolic links)
-   and of the listed sha256; every other file, folder or link is refused (compiled caches in ``__pycache__`` included),
-   except the engine ``build`` writes; the manifest's own shape and paths are checked first (nothing may leave the
-   bundle);
-3. only then imports ``edgeres_deploy`` (and through it numpy, onnxruntime, tensorrt), each module through a loader that
-   accepts only the files the manifest lists, re-checks their sha256 as it reads them and compiles the source itself
-   (a ``.pyc`` is never read, -B writes none).
-
-The top of the file uses nothing but ``os`` and ``sys`` (loaded with the interpreter) so that running it is safe even
-before the interpreter is hardened; the rest uses only the standard library (Python 3.8+: JetPack 5 and newer).
+Standard library only at module level (Python 3.8+: JetPack 5 and newer), so the launcher can run it before the
+bundle is verified.
 """
 
-import os
-import sys
-
-MIN_PYTHON = (3, 8)
-
-
-def code_root_of(file) -> str:
-    """The bundle root of this runtime: the folder above the package."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(file)))
-
-
-def harden(code_root) -> None:
-    """No compiled caches written, and no ``sys.path`` entry in the bundle (nor the current folder, '')."""
-    sys.dont_write_bytecode = True
-    root = os.path.realpath(code_root)
-    keep = []
-    for p in sys.path:
-        rp = os.path.realpath(p) if p else ""
-        if rp and rp != root and not rp.startswith(root + os.sep):
-            keep.append(p)
-    sys.path[:] = keep
-
-
-if __name__ == "__main__":  # the launcher (run.sh): harden before the first import below
-    if sys.version_info < MIN_PYTHON:
-        sys.stderr.write(f"error: the edgeres bundle needs Python 3.8 or newer (JetPack 5+); this is Python "
-                         f"{sys.version.split()[0]}\n")
-        sys.exit(1)
-    harden(code_root_of(__file__))
-
-import csv  # after harden(): the standard library's, never a file from the bundle
+import csv
 import hashlib
-import importlib
-import importlib.machinery
-import importlib.util
 import json
+import os
 import stat
 from pathlib import Path
 
 MANIFEST = "manifest.json"
 FORMAT = "edgeres-bundle"
-# What `build` writes into the bundle root on the device: the only files allowed there without a manifest entry.
+# What `build` writes into the bundle root on the device: the only files allowed there without a manifest entry, and
+# only while the engine record (engine_record.py) says this device wrote (or adopted) exactly these bytes.
 RUNTIME_OUTPUTS = ("model.engine", "model.engine.json", "timing.cache")
-PACKAGE = "edgeres_deploy"
 # The manifest's own sha256 as `edgeres deploy` printed it on the host: when set, a manifest rewritten to match
 # tampered files (which the per-file check alone cannot tell from the original) is refused too.
 EXPECT_ENV = "EDGERES_MANIFEST_SHA256"
@@ -71,6 +32,11 @@ _VERIFIED: dict = {}  # realpath of a bundle root -> its manifest, checked in th
 
 class BundleError(Exception):
     """The bundle is incomplete, malformed or its files do not match the manifest; or the input is unusable."""
+
+
+def code_root_of(file) -> str:
+    """The bundle root of this runtime: the folder above the package."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(file)))
 
 
 def find_root(explicit=None) -> Path:
@@ -256,8 +222,11 @@ def problems_text(problems) -> str:
     return "\n  ".join(shown + ([f"... and {more} more"] if more > 0 else []))
 
 
-def require_verified(root) -> dict:
-    """The manifest of the bundle at ``root`` once it matches; BundleError naming the problems otherwise."""
+def require_verified(root, engine_files: bool = True) -> dict:
+    """The manifest of the bundle at ``root`` once it matches; BundleError naming the problems otherwise.
+
+    ``engine_files``: also refuse engine files that the engine record does not vouch for (False only for `build
+    --rebuild` and `adopt`, the two commands that replace or take them over explicitly)."""
     key = os.path.realpath(str(root))
     if key not in _VERIFIED:
         manifest, problems = check(root)
@@ -265,128 +234,22 @@ def require_verified(root) -> dict:
             raise BundleError(f"bundle at {root} does not match its manifest; refusing to use it:\n  "
                               + problems_text(problems))
         _VERIFIED[key] = manifest
+    if engine_files:
+        from edgeres_deploy.engine_record import problems as engine_problems
+
+        bad = engine_problems(key)
+        if bad:
+            raise BundleError(bad[0] if len(bad) == 1 else "; ".join(bad))
     return _VERIFIED[key]
 
 
-# ------------------------------------------------------------------------------------------------ the launcher
-class _ManifestLoader(importlib.machinery.SourceFileLoader):
-    """Compiles a listed source after checking its sha256 again; never reads nor writes a .pyc."""
-
-    def __init__(self, fullname, path, digest):
-        super().__init__(fullname, path)
-        self.digest = digest
-
-    def get_code(self, fullname):
-        data = self.get_data(self.path)
-        if hashlib.sha256(data).hexdigest() != self.digest:
-            raise ImportError(f"{self.path} changed after the bundle was verified; refusing to import it")
-        return self.source_to_code(data, self.path)
-
-
-class _ManifestFinder:
-    """Serves ``edgeres_deploy`` and its modules from the verified bundle only, and only the files its manifest lists;
-    first on sys.meta_path, so neither an installed edgeres_deploy nor an unlisted file can stand in for them."""
-
-    def __init__(self, root: str, files: dict):
-        self.root, self.files = root, files
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != PACKAGE and not fullname.startswith(PACKAGE + "."):
-            return None
-        rest = fullname.split(".")[1:]
-        rel = "/".join([PACKAGE, *rest]) + ".py" if rest else PACKAGE + "/__init__.py"
-        if rel not in self.files:
-            raise ImportError(f"{fullname}: {rel} is not listed in the bundle's {MANIFEST}", name=fullname)
-        origin = os.path.join(self.root, *rel.split("/"))
-        return importlib.util.spec_from_file_location(
-            fullname, origin, loader=_ManifestLoader(fullname, origin, self.files[rel]),
-            submodule_search_locations=[os.path.join(self.root, PACKAGE)] if not rest else None)
-
-    def invalidate_caches(self):
-        pass
-
-
-def print_problems(root, problems) -> None:
-    for p in problems[:MAX_SHOWN]:
-        print(f"FAIL {p}", file=sys.stderr)
-    if len(problems) > MAX_SHOWN:
-        print(f"FAIL ... and {len(problems) - MAX_SHOWN} more", file=sys.stderr)
-    print(f"error: bundle at {root} does NOT match its manifest ({len(problems)} problem(s)); refusing to use it",
-          file=sys.stderr)
-
-
-def launch(argv) -> int:
-    """run.sh: verify the bundle this file belongs to, then run the command line from it (edgeres_deploy.__main__)."""
-    root = os.path.realpath(code_root_of(__file__))
-    manifest = _checked(root)
-    if manifest is None:
-        return 1
-    only = _verify_only(argv)
-    if only == "":  # `verify` of this bundle: just done, with the standard library only (install.sh runs it first)
-        print(_matches(root, manifest))
-        return 0
-    if only is not None:
-        return verify_command(only)
-    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
-        del sys.modules[name]  # nothing of an installed edgeres_deploy may stay in use
-    sys.meta_path.insert(0, _ManifestFinder(root, manifest["files"]))
-    verified_bundle = importlib.import_module(PACKAGE + ".bundle")  # this file again, through the manifest's loader
-    verified_bundle._VERIFIED[root] = manifest
-    try:
-        from edgeres_deploy.__main__ import main
-    except ImportError as e:
-        if e.name and e.name.split(".")[0] != PACKAGE:
-            print(f"error: Python module {e.name} is not installed for {sys.executable}: run sh install.sh",
-                  file=sys.stderr)
-            return 1
-        raise
-    return main(argv)
-
-
-def _verify_only(argv):
-    """For ``[--bundle DIR] verify``: DIR ('' for this bundle); None for any other command line."""
-    args = list(argv)
-    if args[-1:] != ["verify"]:
-        return None
-    rest = args[:-1]
-    if not rest:
-        return ""
-    if len(rest) == 2 and rest[0] == "--bundle":
-        return rest[1] or None
-    if len(rest) == 1 and rest[0].startswith("--bundle=") and len(rest[0]) > 9:
-        return rest[0][9:]
-    return None
-
-
-def _matches(root, manifest) -> str:
+def matches_line(root, manifest) -> str:
     return f"bundle at {root}: all {len(manifest['files'])} files match {MANIFEST}, and nothing else is there"
 
 
-def verify_command(root) -> int:
-    """`verify`: every problem on its own line, exit 1; or one line saying the bundle matches."""
-    try:
-        root = find_root(root)
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    manifest = _checked(root)
-    if manifest is None:
-        return 1
-    print(_matches(root, manifest))
-    return 0
-
-
-def _checked(root):
-    """The manifest of the bundle at ``root`` when the folder matches it exactly; else None, the problems printed."""
-    try:
-        manifest, problems = check(root)
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None
-    if problems:
-        print_problems(root, problems)
-        return None
-    return manifest
+def manifest_sha256(root) -> str:
+    with open(os.path.join(str(root), MANIFEST), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ bundle files
@@ -437,10 +300,3 @@ def upsert_csv(path, row: dict) -> None:
         for r in rows:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in REPORT_COLUMNS})
 
-
-if __name__ == "__main__":
-    try:
-        sys.exit(launch(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)

@@ -36,12 +36,6 @@ REL_ERR_MAX = 0.25
 IMAGES, REFERENCE = "validation/images.npz", "validation/reference.npz"
 
 
-def onnx_precision(path) -> str:
-    """"int8" for a Q/DQ ONNX, else "fp32" (op types are plain strings in the protobuf; no onnx package needed)."""
-    data = Path(path).read_bytes()
-    return "int8" if b"DequantizeLinear" in data else "fp32"
-
-
 def _stratified(samples: list, n: int) -> list:
     by_class: dict = {}
     for p, c in sorted(samples, key=lambda s: (s[1], str(s[0]))):
@@ -68,8 +62,10 @@ def _normalize(pre: Preprocess, images: np.ndarray) -> np.ndarray:
 def make_validation(onnx_path, pre: dict, samples: list, n: int = 32) -> dict:
     """Host side: {bundle file name: bytes} with the validation images and the reference outputs of ``onnx_path``
     (ONNX Runtime, CPU). ``samples`` are (image path, class index) pairs of the validation split."""
-    import onnxruntime as ort
     from PIL import Image
+
+    from edgeres_deploy.backends import OrtBackend
+    from edgeres_deploy.metrics import run_padded
 
     pp = Preprocess.from_dict(pre)
     chosen = _stratified(samples, n)
@@ -80,21 +76,11 @@ def make_validation(onnx_path, pre: dict, samples: list, n: int = 32) -> dict:
         with Image.open(p) as img:
             imgs.append(np.asarray(pp.resize_crop(img), np.uint8))
     images, labels = np.stack(imgs), np.asarray([c for _, c in chosen], np.int64)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
     x = _normalize(pp, images)
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    outs = []
-    step = fixed or 8
-    for i in range(0, len(x), step):
-        chunk = x[i : i + step]
-        k = len(chunk)
-        if fixed and k < fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - k, 0)])
-        outs.append(np.asarray(sess.run(None, {inp.name: chunk})[0], np.float32)[:k])
-    logits = np.concatenate(outs)
+    with OrtBackend(onnx_path, device="cpu") as backend:  # the device's own ONNX Runtime backend, on the CPU
+        step = backend.fixed_batch or 8
+        logits = np.concatenate([run_padded(backend.run, x[i : i + step], backend.fixed_batch)
+                                 for i in range(0, len(x), step)])
     return {IMAGES: _npz(images=images, labels=labels), REFERENCE: _npz(logits=logits)}
 
 

@@ -1,4 +1,5 @@
-"""Device buffers, pinned host buffers, streams and events through pycuda or cuda-python (pycuda first).
+"""Device buffers, pinned host buffers, streams and events through pycuda, cuda-python or, with nothing to install,
+the CUDA runtime library itself over ctypes (edgeres_deploy/cudart.py), tried in that order.
 
 pycuda: ``pycuda.autoprimaryctx`` (retains the device's primary context, the one the TensorRT runtime uses; NVIDIA's
 TensorRT samples use it) instead of ``pycuda.autoinit`` (a new context that is popped at exit while TensorRT objects
@@ -9,14 +10,38 @@ end-to-end time that includes the (pinned) host<->device copies.
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
-class BackendUnavailable(Exception):
-    """The backend cannot run here; the message says why."""
+from edgeres_deploy.errors import BackendUnavailable
 
 
-class CpuBackend:
+class Backend:
+    """A loaded model that holds a runtime's resources (a session, an engine, device memory) until :meth:`close`:
+    use it as ``with make_backend(...) as backend:``. ``close`` is idempotent; a closed backend runs nothing."""
+
+    closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Drop the runtime's objects (subclasses)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CpuBackend(Backend):
     """What every on-device backend answers, with the CPU runtimes' values: no batch-profile limit, no GPU time or
     memory, nothing to synchronise. ONNX Runtime and OpenVINO subclass it; TensorRT answers from its engine."""
 
@@ -38,6 +63,7 @@ class _PyCuda:
         import pycuda.driver as cuda
 
         self.cuda = cuda
+        self.binding = f"pycuda {getattr(sys.modules.get('pycuda'), 'VERSION_TEXT', '')}".strip()
         self.stream = cuda.Stream()
         self.stream_handle = self.stream.handle
 
@@ -88,6 +114,10 @@ class _PyCuda:
         free, total = self.cuda.mem_get_info()
         return (total - free) / 1e6
 
+    def close(self, events=()) -> None:
+        """Release the stream and ``events``: pycuda frees its Stream and Event objects when they are collected."""
+        self.stream = None
+
 
 class _CudaPython:
     name = "cuda-python"
@@ -98,6 +128,8 @@ class _CudaPython:
         except ImportError:
             from cuda import cudart  # cuda-python < 12.6
         self.rt = cudart
+        version = getattr(sys.modules.get("cuda.bindings") or sys.modules.get("cuda"), "__version__", "")
+        self.binding = f"cuda-python {version}".strip()
         self._pinned: dict = {}
         self.stream = self._check(cudart.cudaStreamCreate())
         self.stream_handle = int(self.stream)
@@ -105,7 +137,7 @@ class _CudaPython:
     def _check(self, result):
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
+            raise RuntimeError(f"CUDA error {getattr(err, 'name', err)} (cuda-python)")
         return rest[0] if len(rest) == 1 else (rest or None)
 
     def malloc(self, nbytes: int):
@@ -116,6 +148,8 @@ class _CudaPython:
 
     def pinned_empty(self, n: int, dtype) -> np.ndarray:
         import ctypes
+
+        import numpy as np
 
         dtype = np.dtype(dtype)
         nbytes = max(1, int(n) * dtype.itemsize)
@@ -164,15 +198,41 @@ class _CudaPython:
         free, total = self._check(self.rt.cudaMemGetInfo())
         return (total - free) / 1e6
 
+    def close(self, events=()) -> None:
+        """Destroy ``events`` and the stream (cudaEventDestroy, cudaStreamDestroy)."""
+        for event in events:
+            self._check(self.rt.cudaEventDestroy(event))
+        if self.stream is not None:
+            self._check(self.rt.cudaStreamDestroy(self.stream))
+            self.stream = None
+
+
+def _ctypes_cuda():
+    from edgeres_deploy.cudart import CtypesCuda
+
+    return CtypesCuda()
+
 
 def cuda_api():
-    """The first CUDA binding that imports and finds a device; BackendUnavailable with both reasons otherwise."""
+    """The first CUDA binding that imports and finds a device: pycuda, cuda-python, then the CUDA runtime library over
+    ctypes (nothing to install); BackendUnavailable with the three reasons otherwise (one line)."""
     reasons = []
-    for cls in (_PyCuda, _CudaPython):
+    for name, make in (("pycuda", _PyCuda), ("cuda-python", _CudaPython), ("libcudart", _ctypes_cuda)):
         try:
-            return cls()
+            return make()
         except ImportError as e:
-            reasons.append(f"{cls.name} not importable ({e.name or e})")
-        except Exception as e:  # noqa: BLE001 - no device, driver errors
-            reasons.append(f"{cls.name}: no CUDA device ({str(e).splitlines()[0][:120]})")
-    raise BackendUnavailable("; ".join(reasons))
+            reasons.append(f"{name} not installed ({e.name or e})")
+        except OSError as e:  # no CUDA runtime library to load
+            reasons.append(f"{name}: {str(e).splitlines()[0]}")
+        except Exception as e:  # noqa: BLE001 - no device, driver errors: the binding's own one-line reason
+            reasons.append(f"{name}: {str(e).splitlines()[0][:200]}")
+    raise BackendUnavailable("no CUDA: " + "; ".join(reasons))
+
+
+def cuda_device_name() -> str:
+    """The CUDA device's name, through a binding opened for the question and closed after it (its stream too)."""
+    cuda = cuda_api()
+    try:
+        return cuda.device_name()
+    finally:
+        cuda.close()

@@ -8,14 +8,18 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-# the report.csv schema (docs/design.md §3): the device writes the same columns the host does
+# the report.csv schema (docs/design.md §3): the device writes the same columns the host does. ``power_w`` is the
+# board's mean input power while the benchmark ran (tegrastats), ``energy_mj_per_image`` that power divided by the
+# throughput (mJ per image); both are empty where tegrastats is absent (any host). Files written before these two
+# columns existed are still read (REQUIRED_COLUMNS).
 REPORT_COLUMNS = [
     "stage", "artifact", "runtime", "device", "precision", "batch_size", "input_size",
     "top1", "top5", "top1_delta", "agreement",
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_ips",
-    "params", "macs", "model_size_mb", "peak_rss_mb", "gpu_mem_mb",
+    "params", "macs", "model_size_mb", "peak_rss_mb", "gpu_mem_mb", "power_w", "energy_mj_per_image",
     "status", "note",
 ]
+REQUIRED_COLUMNS = [c for c in REPORT_COLUMNS if c not in ("power_w", "energy_mj_per_image")]
 
 
 def topk_accuracy(logits: np.ndarray, targets: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict:

@@ -16,40 +16,17 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from edgeres_deploy.bundle import sha256
-from edgeres_deploy.cuda_mem import BackendUnavailable, cuda_api
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise BackendUnavailable(f"tensorrt not importable ({e}); on a Jetson it comes with JetPack") from None
-    return trt
-
-
-_NP_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-          "BOOL": np.bool_, "UINT8": np.uint8}
-
-
-def np_dtype(trt, dt) -> np.dtype:
-    """``trt.nptype(dt)`` as a numpy dtype. TensorRT 8.5's ``nptype`` reads ``np.bool`` on every call
-    (python/packaging/tensorrt/__init__.py:166 at 8.5.2), which numpy 1.24-1.26 no longer has (AttributeError,
-    NVIDIA/TensorRT#2557; numpy 1.24.4 is what pip installs for JetPack 5's Python 3.8): map by the type's name then."""
-    try:
-        return np.dtype(trt.nptype(dt))
-    except AttributeError:
-        name = getattr(dt, "name", str(dt).rsplit(".", 1)[-1])
-        if name not in _NP_OF:
-            raise TypeError(f"TensorRT type {dt} has no numpy equivalent") from None
-        return np.dtype(_NP_OF[name])
-
-
-def version_family(version: str) -> int:
-    """Major version number of a TensorRT version string ('8.5.2.2' -> 8)."""
-    return int(str(version).split(".")[0])
+from edgeres_deploy.cuda_mem import BackendUnavailable, cuda_device_name
+from edgeres_deploy.trt_api import (
+    dla_problem,
+    import_tensorrt,
+    inspect_engine,
+    np_dtype,
+    placement_text,
+    version_family,
+)
+from edgeres_deploy.trt_run import TrtRunner
 
 
 @dataclass
@@ -154,13 +131,57 @@ def _cache_calibrator(trt, cache_path: str):
     return CacheCalibrator()
 
 
-def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> dict:
-    """Build and write ``spec.engine`` (atomically) plus ``<engine>.json``; returns the sidecar dict."""
+def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print, reuse_cache: bool = True,
+                 seed_cache: str | None = None) -> dict:
+    """Build and write ``spec.engine`` (atomically) plus ``<engine>.json``; returns the sidecar dict.
+
+    The timing cache starts from ``seed_cache`` when given (e.g. one shared by boards of the same kind), else from
+    ``spec.timing_cache`` unless ``reuse_cache`` is False (``build --rebuild`` over files this device did not write);
+    the build's cache is written to ``spec.timing_cache``."""
     trt = import_tensorrt()
-    cuda = cuda_api()
+    device = cuda_device_name()
     fam = version_family(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    spec = _check_dla(trt, builder, spec, log)
+    network, _parser = _parse(trt, builder, logger, spec, fam)  # the parser must outlive the build
+    config = _configure(trt, builder, spec, fam)
+    lo, opt, hi = _profile(builder, config, network, spec, fam)
+    _set_timing_cache(config, seed_cache or (spec.timing_cache if reuse_cache else None), log)
+    t0 = time.time()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
+    seconds = time.time() - t0
+    _write_atomic(spec.engine, bytes(serialized))
+    used_cache = config.get_timing_cache()
+    if spec.timing_cache and used_cache is not None:
+        _write_atomic(spec.timing_cache, bytes(used_cache.serialize()))
+    where = _placement(trt, serialized, spec)
+    sidecar = _sidecar_of(trt, spec, fam, device, network.get_input(0).name, (lo, opt, hi), where)
+    sidecar.update(build_seconds=round(seconds, 2), **(extra_meta or {}))
+    _write_atomic(spec.engine + ".json", (json.dumps(sidecar, indent=2) + "\n").encode())
+    log(f"built {spec.engine} in {seconds:.1f}s (TensorRT {trt.__version__}, {sidecar['precision']}); "
+        f"{sidecar['placement_note']}")
+    return sidecar
+
+
+def _check_dla(trt, builder, spec: BuildSpec, log) -> BuildSpec:
+    """Refuse (ValueError) a DLA core where no layer can run on one, warn where most will fall back; before any build."""
+    if spec.dla_core is None:
+        return spec
+    severity, why = dla_problem(trt.__version__, int(builder.num_DLA_cores), qdq=spec.int8 and not spec.calib_cache)
+    if severity == "refuse":
+        raise ValueError(f"--dla-core {spec.dla_core} refused before building: {why}; build without --dla-core")
+    if builder.num_DLA_cores <= spec.dla_core:
+        raise ValueError(f"DLA core {spec.dla_core} asked for, this device has {builder.num_DLA_cores} "
+                         f"(0..{builder.num_DLA_cores - 1})")
+    if severity == "warn":
+        log(f"warning: {why}")
+    return spec if spec.static else for_dla(spec, spec.dla_core)
+
+
+def _parse(trt, builder, logger, spec: BuildSpec, fam: int) -> tuple:
     # TRT 8.x needs the explicit-batch flag; 10.x is explicit batch and (here) weakly typed, so the INT8/FP16 flags
     # apply; 11.x is always strongly typed (its STRONGLY_TYPED flag is deprecated and ignored)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if fam < 10 else 0
@@ -170,9 +191,15 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
         ok = parser.parse(f.read())
     if not ok:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {spec.onnx}: {errors}")
+        raise RuntimeError(f"TensorRT {trt.__version__} could not parse {os.path.basename(spec.onnx)}: {errors}")
+    return network, parser
+
+
+def _configure(trt, builder, spec: BuildSpec, fam: int):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
+    # layer types and names in the engine inspector's JSON: where each layer runs (DLA or GPU) is reported from it
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     # DLA computes in FP16 or INT8 only: trtexec --useDLACore sets FP16 whenever INT8 is off
     # (samples/common/sampleEngines.cpp:998-1001 at 8.5.2), so a --no-fp16 DLA build is FP16 on the DLA
     fp16 = spec.fp16 or (spec.dla_core is not None and not spec.int8)
@@ -188,225 +215,85 @@ def build_engine(spec: BuildSpec, extra_meta: dict | None = None, log=print) -> 
     if spec.sparsity:
         config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     if spec.dla_core is not None:
-        if not spec.static:
-            spec = for_dla(spec, spec.dla_core)
-        if builder.num_DLA_cores <= spec.dla_core:
-            raise RuntimeError(f"DLA core {spec.dla_core} asked for, this device has {builder.num_DLA_cores}")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = spec.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return config
+
+
+def _profile(builder, config, network, spec: BuildSpec, fam: int) -> tuple:
+    """The optimization profile of a dynamic-batch input; (min, opt, max) batch the engine takes."""
     inp = network.get_input(0)
     lo, opt, hi = spec.batch
-    if -1 in tuple(inp.shape):  # a fixed-batch ONNX has no dynamic dimension and takes no profile
-        profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
-        config.add_optimization_profile(profile)
-        if fam < 11 and spec.int8 and spec.calib_cache:
-            # implicit INT8 with runtime dimensions needs a calibration profile (NvInfer.h setCalibrationProfile);
-            # trtexec uses the opt shapes (sampleOptions.cpp:891-893, sampleEngines.cpp:916 at 8.5.2)
-            calib = builder.create_optimization_profile()
-            calib.set_shape(inp.name, spec.shape(opt), spec.shape(opt), spec.shape(opt))
-            config.set_calibration_profile(calib)
-    else:
+    if -1 not in tuple(inp.shape):  # a fixed-batch ONNX has no dynamic dimension and takes no profile
         b = int(next(iter(inp.shape)))
-        lo = opt = hi = b
+        return b, b, b
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, spec.shape(lo), spec.shape(opt), spec.shape(hi))
+    config.add_optimization_profile(profile)
+    if fam < 11 and spec.int8 and spec.calib_cache:
+        # implicit INT8 with runtime dimensions needs a calibration profile (NvInfer.h setCalibrationProfile);
+        # trtexec uses the opt shapes (sampleOptions.cpp:891-893, sampleEngines.cpp:916 at 8.5.2)
+        calib = builder.create_optimization_profile()
+        calib.set_shape(inp.name, spec.shape(opt), spec.shape(opt), spec.shape(opt))
+        config.set_calibration_profile(calib)
+    return lo, opt, hi
+
+
+def _set_timing_cache(config, source: str | None, log) -> None:
     timing_cache = None
-    if spec.timing_cache and os.path.exists(spec.timing_cache):
-        with open(spec.timing_cache, "rb") as f:
+    if source and os.path.exists(source):
+        with open(source, "rb") as f:
             cache_bytes = f.read()
         # None when TensorRT cannot read it (another TensorRT, e.g. after a JetPack upgrade: trtexec checks for
         # nullptr too), False from set_timing_cache when it was made on another device (NvInfer.h setTimingCache)
         timing_cache = config.create_timing_cache(cache_bytes) if cache_bytes else None
         if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
-            log(f"{spec.timing_cache}: timing cache from another TensorRT version or device, not used; "
-                "a new one replaces it")
+            log(f"{source}: timing cache from another TensorRT version or device, not used; a new one replaces it")
             timing_cache = None
     if timing_cache is None:
         timing_cache = config.create_timing_cache(b"")
         config.set_timing_cache(timing_cache, ignore_mismatch=False)
-    t0 = time.time()
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
-    seconds = time.time() - t0
-    _write_atomic(spec.engine, bytes(serialized))
-    used_cache = config.get_timing_cache()
-    if spec.timing_cache and used_cache is not None:
-        _write_atomic(spec.timing_cache, bytes(used_cache.serialize()))
+
+
+def _placement(trt, serialized, spec: BuildSpec) -> dict | None:
+    """Where the built engine's layers run, from the engine inspector (DLA builds only: a GPU build runs on the GPU)."""
+    if spec.dla_core is None:
+        return None
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    runtime.DLA_core = int(spec.dla_core)
+    engine = runtime.deserialize_cuda_engine(bytes(serialized))
+    return inspect_engine(trt, engine) if engine is not None else None
+
+
+def _precision(spec: BuildSpec, fam: int) -> str:
     if fam >= 11:  # strongly typed: the ONNX's Q/DQ nodes and float types decide
-        precision = "int8 (Q/DQ layers), others as typed in the ONNX" if spec.int8 else "as typed in the ONNX"
-    else:
-        precision = "int8" if spec.int8 else ("fp16" if fp16 else "fp32")
-        if spec.int8 and fp16:
-            precision = "int8+fp16"
-    sidecar = {
-        "tensorrt_version": trt.__version__,
-        "trt_family": fam,
-        "device": cuda.device_name(),
-        "precision": precision,
-        "strongly_typed": fam >= 11,
-        "input_name": inp.name,
+        return "int8 (Q/DQ layers), others as typed in the ONNX" if spec.int8 else "as typed in the ONNX"
+    fp16 = spec.fp16 or (spec.dla_core is not None and not spec.int8)
+    if spec.int8:
+        return "int8+fp16" if fp16 else "int8"
+    return "fp16" if fp16 else "fp32"
+
+
+def _sidecar_of(trt, spec: BuildSpec, fam: int, device: str, input_name: str, batch: tuple, where) -> dict:
+    """The sidecar's fields; ``dla_core`` is what the engine really uses (None when every layer fell back to the GPU)."""
+    lo, opt, hi = batch
+    dla_core = spec.dla_core if spec.dla_core is None or where is None or where["dla"] else None
+    return {
+        "tensorrt_version": trt.__version__, "trt_family": fam, "device": device, "precision": _precision(spec, fam),
+        "strongly_typed": fam >= 11, "input_name": input_name,
         "shapes": {"min": list(spec.shape(lo)), "opt": list(spec.shape(opt)), "max": list(spec.shape(hi))},
-        "dla_core": spec.dla_core,
-        "build_spec": spec_key(spec),
-        "sparsity": spec.sparsity,
-        "workspace_mb": spec.workspace_mb,
-        "onnx": os.path.basename(spec.onnx),
-        "onnx_sha256": sha256(spec.onnx),
-        "build_seconds": round(seconds, 2),
+        "dla_core": dla_core, "dla_requested": spec.dla_core, "layers": where,
+        "placement_note": placement_text(where, spec.dla_core) if spec.dla_core is not None else "GPU only",
+        "build_spec": spec_key(spec), "sparsity": spec.sparsity, "workspace_mb": spec.workspace_mb,
+        "onnx": os.path.basename(spec.onnx), "onnx_sha256": sha256(spec.onnx), "built_externally": False,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    sidecar.update(extra_meta or {})
-    _write_atomic(spec.engine + ".json", (json.dumps(sidecar, indent=2) + "\n").encode())
-    log(f"built {spec.engine} in {seconds:.1f}s (TensorRT {trt.__version__}, {precision})")
-    return sidecar
-
 
 def _write_atomic(path: str, data: bytes) -> None:
     from edgeres_deploy.fsio import write_bytes_atomic
 
     write_bytes_atomic(path, data)
-
-
-class TrtRunner:
-    """Run a serialized engine: numpy batch in, numpy logits out (one input, one output).
-
-    Batches above the engine's profile maximum are split; input/output dtypes come from the engine; host buffers
-    are pinned; ``last_gpu_ms`` is the GPU compute time of the last run (CUDA events around the enqueue, what
-    trtexec calls "GPU Compute"), separate from the end-to-end time a caller measures around ``run``.
-    """
-
-    def __init__(self, engine_path: str, dla_core: int | None = None):
-        import atexit
-
-        trt = import_tensorrt()
-        self.trt = trt
-        self.cuda = cuda_api()
-        self._buffers: dict = {}
-        self._host: dict = {}
-        self.meta = _sidecar(engine_path)
-        if dla_core is None:
-            dla_core = self.meta.get("dla_core")
-        mem0 = self.cuda.mem_used_mb()
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)  # must outlive the engine
-        if dla_core is not None:  # the engine runs on the runtime's DLA core, not on the one it was built for
-            self.runtime.DLA_core = int(dla_core)
-        with open(engine_path, "rb") as f:
-            self.engine = self.runtime.deserialize_cuda_engine(f.read())
-        if self.engine is None:
-            raise RuntimeError(f"{engine_path} did not deserialize: built for another GPU or TensorRT version? Rebuild it on this device")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.in_dtype = np_dtype(trt, self.engine.get_tensor_dtype(self.inputs[0]))
-        self.out_dtype = np_dtype(trt, self.engine.get_tensor_dtype(self.outputs[0]))
-        shape = tuple(self.engine.get_tensor_shape(self.inputs[0]))
-        self.fixed_batch = shape[0] if shape[0] > 0 else None
-        if self.fixed_batch:
-            self.min_batch = self.max_batch = self.fixed_batch
-        else:  # the profile's [min, opt, max] shapes; a DLA profile is static (min = max)
-            lo, _, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
-            self.min_batch, self.max_batch = int(next(iter(lo))), int(next(iter(hi)))
-        self.last_gpu_ms = None
-        self._events = self.cuda.events()
-        # device memory this engine holds (weights + activations + I/O), measured around the load
-        self.run(np.zeros((self.min_batch, *shape[1:]), np.float32))
-        self.gpu_mem_mb = max(0.0, self.cuda.mem_used_mb() - mem0)
-        atexit.register(self.close)  # TensorRT objects go before the CUDA context (pycuda.autoprimaryctx pops it at exit)
-
-    def _buffer(self, name: str, nbytes: int):
-        buf = self._buffers.get(name)
-        if buf is None or buf[1] < nbytes:
-            if buf is not None:
-                self.cuda.free(buf[0])
-            buf = (self.cuda.malloc(nbytes), nbytes)
-            self._buffers[name] = buf
-        return buf[0]
-
-    def _pinned(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        arr = self._host.get(name)
-        n = int(np.prod(shape))
-        if arr is None or arr.dtype != dtype or arr.size < n:
-            if arr is not None:  # cuda-python has no garbage collection of cudaMallocHost memory
-                self.cuda.free_pinned(arr)
-            arr = self.cuda.pinned_empty(n, dtype)
-            self._host[name] = arr
-        return arr[:n].reshape(shape)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits of ``x``: split into runs of at most the profile's maximum batch; a run below the profile's minimum
-        (a static DLA or fixed-batch engine) is padded with its last image and the padding's outputs dropped."""
-        x = np.asarray(x)
-        if self.min_batch <= len(x) <= self.max_batch:
-            return self._run(x)
-        gpu = 0.0
-        outs = []
-        for i in range(0, len(x), self.max_batch):
-            chunk = x[i : i + self.max_batch]
-            n = len(chunk)
-            if n < self.min_batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.min_batch - n, 0)])
-            outs.append(self._run(chunk)[:n])
-            gpu += self.last_gpu_ms or 0.0
-        self.last_gpu_ms = gpu
-        return np.concatenate(outs)
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        name_in, name_out = self.inputs[0], self.outputs[0]
-        if not self.context.set_input_shape(name_in, tuple(int(d) for d in x.shape)):
-            lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(name_in, 0))
-            raise ValueError(f"TensorRT refused input shape {tuple(x.shape)} for {name_in!r}: the engine's profile "
-                             f"is {lo} .. {hi}")
-        h_in = self._pinned(name_in, x.shape, self.in_dtype)
-        h_in[...] = x
-        d_in = self._buffer(name_in, h_in.nbytes)
-        out_shape = tuple(self.context.get_tensor_shape(name_out))
-        h_out = self._pinned(name_out, out_shape, self.out_dtype)
-        d_out = self._buffer(name_out, h_out.nbytes)
-        self.cuda.htod(d_in, h_in)
-        self.context.set_tensor_address(name_in, self.cuda.ptr(d_in))
-        self.context.set_tensor_address(name_out, self.cuda.ptr(d_out))
-        start, end = self._events
-        self.cuda.record(start)
-        if not self.context.execute_async_v3(self.cuda.stream_handle):
-            raise RuntimeError("TensorRT execution failed")
-        self.cuda.record(end)
-        self.cuda.dtoh(h_out, d_out)
-        self.cuda.sync()
-        self.last_gpu_ms = self.cuda.elapsed_ms(start, end)
-        return h_out.astype(np.float32)
-
-    def sync(self) -> None:
-        self.cuda.sync()
-
-    def device_memory_mb(self) -> float:
-        """Device memory the loaded engine holds (measured before/after load: weights, activations, I/O)."""
-        return self.gpu_mem_mb
-
-    def device_name(self) -> str:
-        return self.cuda.device_name()
-
-    def close(self) -> None:
-        """Free the buffers, then the context, engine and runtime (in that order), while the CUDA context lives."""
-        for buf, _ in self._buffers.values():
-            self.cuda.free(buf)
-        self._buffers.clear()
-        for h in self._host.values():
-            self.cuda.free_pinned(h)
-        self._host.clear()
-        for attr in ("context", "engine", "runtime"):
-            if hasattr(self, attr):
-                delattr(self, attr)
-
-
-def _sidecar(engine_path: str) -> dict:
-    try:
-        with open(str(engine_path) + ".json") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def on_jetson() -> bool:
@@ -427,5 +314,5 @@ def spec_to_dict(spec: BuildSpec) -> dict:
 
 
 __all__ = ["SPEC_KEYS", "BackendUnavailable", "BuildSpec", "TrtRunner", "build_engine", "field", "for_dla",
-           "import_tensorrt", "on_jetson", "spec_from_dict", "spec_key", "spec_to_dict", "trtexec_command",
+           "import_tensorrt", "np_dtype", "on_jetson", "spec_from_dict", "spec_key", "spec_to_dict", "trtexec_command",
            "version_family"]

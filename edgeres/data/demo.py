@@ -40,18 +40,19 @@ def _contrasting_colour(rng, bg):
     return tuple(int(255 - v) for v in bg)
 
 
-def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) -> Image.Image:
-    """Draw one image of class ``label`` with the randomness of ``rng``."""
-    s = size
+def _background(rng: np.random.Generator, s: int):
+    """A two-colour gradient, vertical or horizontal: (image, its float array)."""
     bg1, bg2 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
     t = np.linspace(0, 1, s, dtype=np.float32)[:, None, None]
     grad = bg1 * (1 - t) + bg2 * t
     if rng.random() < 0.5:
         grad = grad.transpose(1, 0, 2)
     arr = np.broadcast_to(grad, (s, s, 3)).astype(np.float32)
-    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(img)
-    # clutter: a few random blobs and lines that are not the class shape
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8)), arr
+
+
+def _clutter(d, rng: np.random.Generator, s: int) -> None:
+    """A few random blobs and lines that are not the class shape."""
     for _ in range(int(rng.integers(0, 3))):
         x, y = rng.integers(0, s, 2)
         r = int(rng.integers(2, max(3, s // 12)))
@@ -61,22 +62,17 @@ def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) ->
         else:
             x2, y2 = rng.integers(0, s, 2)
             d.line([int(x), int(y), int(x2), int(y2)], fill=colour, width=int(rng.integers(1, 3)))
-    bg_mean = arr.mean(axis=(0, 1))
-    fg = _contrasting_colour(rng, bg_mean)
-    r = float(rng.uniform(0.24, 0.4)) * s
-    cx = float(rng.uniform(r + 1, s - r - 1))
-    cy = float(rng.uniform(r + 1, s - r - 1))
-    rot = float(rng.uniform(-0.2, 0.2))
-    name = CLASSES[label]
+
+
+def _shape(d, name: str, cx: float, cy: float, r: float, rot: float, fg, rng: np.random.Generator) -> None:
+    """The class shape ``name`` centred at (cx, cy), radius r, rotated by rot."""
     w = max(2, int(r * 0.35))
     if name == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
-    elif name == "square":
-        d.polygon(_polygon(cx, cy, r * 1.15, 4, math.pi / 4 + rot), fill=fg)
-    elif name == "triangle":
-        d.polygon(_polygon(cx, cy, r * 1.1, 3, -math.pi / 2 + rot), fill=fg)
-    elif name == "diamond":
-        d.polygon(_polygon(cx, cy, r * 1.1, 4, rot), fill=fg)
+    elif name in ("square", "triangle", "diamond"):
+        sides, scale, angle = {"square": (4, 1.15, math.pi / 4), "triangle": (3, 1.1, -math.pi / 2),
+                               "diamond": (4, 1.1, 0.0)}[name]
+        d.polygon(_polygon(cx, cy, r * scale, sides, angle + rot), fill=fg)
     elif name == "cross":
         d.line([cx - r, cy, cx + r, cy], fill=fg, width=w)
         d.line([cx, cy - r, cx, cy + r], fill=fg, width=w)
@@ -100,6 +96,20 @@ def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) ->
                 if (i + j) % 2 == 0:
                     x0, y0 = cx - r + i * cell, cy - r + j * cell
                     d.rectangle([x0, y0, x0 + cell, y0 + cell], fill=fg)
+
+
+def render(label: int, rng: np.random.Generator, size: int = DEMO_IMAGE_SIZE) -> Image.Image:
+    """Draw one image of class ``label`` with the randomness of ``rng``."""
+    s = size
+    img, arr = _background(rng, s)
+    d = ImageDraw.Draw(img)
+    _clutter(d, rng, s)
+    fg = _contrasting_colour(rng, arr.mean(axis=(0, 1)))
+    r = float(rng.uniform(0.24, 0.4)) * s
+    cx = float(rng.uniform(r + 1, s - r - 1))
+    cy = float(rng.uniform(r + 1, s - r - 1))
+    rot = float(rng.uniform(-0.2, 0.2))
+    _shape(d, CLASSES[label], cx, cy, r, rot, fg, rng)
     if rng.random() < 0.2:
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
     out = np.asarray(img, dtype=np.float32) + rng.normal(0, float(rng.uniform(3, 10)), (s, s, 3))

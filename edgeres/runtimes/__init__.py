@@ -1,8 +1,10 @@
-"""Runtimes behind one small interface: load an artifact, run a batch, describe yourself.
+"""Runtimes behind one small interface: open an artifact, run a batch, describe yourself, close.
 
-``torch`` (.pt), ``onnxruntime`` and ``openvino`` (.onnx), ``tensorrt`` (.engine). Optional runtimes are imported
-lazily, on load; when one cannot run here, :class:`RuntimeUnavailable` carries the reason that the report records
-as ``skipped``.
+``torch`` (.pt), ``onnxruntime`` and ``openvino`` (.onnx), ``tensorrt`` (.engine). The ONNX Runtime, OpenVINO and
+TensorRT runners are the device's own backends (edgeres_deploy), so the host measures with the code the device runs.
+Every runner has one lifecycle (edgeres/runtimes/base.py): ``with load_runtime(name, artifact) as rt:`` opens it and
+closes it at the end of the block. Optional runtimes are imported when opened; one that cannot run here raises
+:class:`~edgeres.errors.Unavailable`, whose reason the report records as ``skipped``.
 """
 
 from __future__ import annotations
@@ -12,14 +14,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from edgeres.errors import EdgeresError
+from edgeres.runtimes.base import Runtime, device_errors, gpu_label
 
-from edgeres.errors import EdgeresError, StageSkipped
-
-
-class RuntimeUnavailable(StageSkipped):
-    """This runtime cannot run here; ``str(e)`` says why (e.g. 'tensorrt not importable')."""
-
+__all__ = ["ArtifactInfo", "Runtime", "artifact_info", "artifact_kind", "device_errors", "gpu_label", "load_runtime",
+           "runtime_class", "runtimes_for"]
 
 _REGISTRY = {
     "torch": "edgeres.runtimes.torch_rt:TorchRuntime",
@@ -28,32 +27,6 @@ _REGISTRY = {
     "tensorrt": "edgeres.runtimes.tensorrt_rt:TensorRTRuntime",
 }
 _BY_KIND = {"pt": ["torch"], "onnx": ["onnxruntime", "openvino"], "engine": ["tensorrt"]}
-
-
-class Runtime:
-    """Base class. Subclasses set name/device/precision and implement run()."""
-
-    name = "base"
-    device = "cpu"
-    precision = "fp32"
-    fixed_batch: int | None = None
-    threads: int | None = None
-
-    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def sync(self) -> None:
-        """Wait for queued device work (GPU runtimes)."""
-
-    def gpu_mem_mb(self) -> float | None:
-        return None
-
-    def version(self) -> str:
-        return ""
-
-    def describe(self) -> dict:
-        return {"runtime": self.name, "device": self.device, "precision": self.precision,
-                "version": self.version(), "threads": self.threads, "fixed_batch": self.fixed_batch}
 
 
 def artifact_kind(path) -> str:
@@ -83,8 +56,10 @@ def runtime_class(name: str):
 
 
 def load_runtime(name: str, artifact, **options) -> Runtime:
-    """Load ``artifact`` in runtime ``name``. Raises RuntimeUnavailable (with a reason) when it cannot run here."""
-    return runtime_class(name)(str(artifact), **options)
+    """``artifact`` opened in runtime ``name``; use it as ``with load_runtime(...) as rt:`` (closed at the block's
+    end). Raises Unavailable (with the reason and the fix) when it cannot run here, ModelFileError when the runtime
+    refuses the file."""
+    return runtime_class(name)(str(artifact), **options).open()
 
 
 @dataclass

@@ -1,48 +1,42 @@
-"""OpenVINO (optional extra ``edgeres[openvino]``): runs ONNX files on Intel CPUs."""
+"""OpenVINO (optional extra ``edgeres[openvino]``): ONNX files on Intel CPUs, through the device's own backend
+(edgeres_deploy.openvino_backend) -- the runtime an x86 bundle runs, measured with the same code."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgeres.runtimes import Runtime, RuntimeUnavailable
+from edgeres.runtimes.base import Runtime
 
 
 class OpenVinoRuntime(Runtime):
     name = "openvino"
 
     def __init__(self, artifact, device: str = "auto", threads: int | None = None, **_):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise RuntimeUnavailable("openvino not importable (pip install 'edgeres[openvino]')") from None
+        super().__init__(artifact, threads)
+        self.backend = None
+        self.inference_precision = ""
+
+    def _open(self) -> None:
+        from edgeres_deploy.openvino_backend import OpenVinoBackend
+
         from edgeres.metrics import default_threads
-        from edgeres.runtimes.ort import onnx_precision
 
-        self._ov = ov
-        self.threads = threads or default_threads()
-        core = ov.Core()
-        model = core.read_model(str(artifact))
-        try:
-            self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": self.threads})
-        except RuntimeError as e:  # a graph its CPU plugin has no kernel for: reported as skipped, with the reason
-            raise RuntimeUnavailable(f"openvino cannot compile {artifact}: {str(e).strip().splitlines()[-1][:200]}") from None
-        self.request = self.compiled.create_infer_request()
-        self.device = "cpu"
-        shape = model.inputs[0].get_partial_shape()
-        self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
-        self.precision = onnx_precision(artifact)
-        try:
-            hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        except Exception:  # noqa: BLE001
-            hint = ""
-        self.inference_precision = hint
+        self.threads = self.threads or default_threads()
+        self.backend = OpenVinoBackend(self.artifact, self.threads)
+        self.device, self.precision = self.backend.device, self.backend.precision
+        self.fixed_batch = self.backend.fixed_batch
+        self.inference_precision = self.backend.inference_precision
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self.request.infer({0: np.ascontiguousarray(x, np.float32)})
-        return self.request.get_output_tensor(0).data.copy()
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.backend.run(x)
+
+    def _close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
 
     def version(self) -> str:
-        return self._ov.get_version()
+        return self.backend.version if self.backend is not None else ""
 
     def describe(self) -> dict:
         d = super().describe()

@@ -1,32 +1,22 @@
-"""ONNX Runtime (CPU; CUDA and TensorRT execution providers when present and asked for)."""
+"""ONNX Runtime on the host through the device's own backend (edgeres_deploy.backends.OrtBackend): the CPU, and
+CUDA (onnxruntime-gpu) where present and asked for, by the one provider rule both sides use; this module adds what
+only the host says -- the hint for a GPU host whose onnxruntime has no CUDA provider, the input checks that name
+edgeres's flags -- and the ``cuda:<GPU>`` label of the rows."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from edgeres.runtimes import Runtime, RuntimeUnavailable
-
-
-def onnx_precision(path) -> str:
-    """int8 for a Q/DQ graph, fp16 if float16 weights appear, else fp32."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    ops = {n.op_type for n in model.graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}:
-        return "int8"
-    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
-        return "fp16"
-    return "fp32"
-
+from edgeres.errors import EdgeresError, Unavailable
+from edgeres.runtimes.base import Runtime, gpu_label
 
 MAX_FIXED_BATCH = 4096
 
 
 def check_image_input(artifact, shape) -> None:
     """An image classifier's input is [N, 3, H, W] with a sane fixed batch; else EdgeresError naming the file."""
-    from edgeres.errors import EdgeresError
-
     shape = list(shape)
     if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
         raise EdgeresError(f"{artifact} takes input of shape {shape}; edgeres runs image classifiers with input "
@@ -39,57 +29,96 @@ def check_image_input(artifact, shape) -> None:
             raise EdgeresError(f"{artifact} declares input {shape[2]}x{shape[3]} px; a classifier input is 1 to 4096 px a side")
 
 
+_said: set = set()
+
+
+def choose_providers(device: str, available: list, gpu_dist: bool = False, host_gpu: bool = False) -> tuple[list, str]:
+    """(execution providers, a hint for the user or ""): the device backend's rule (CUDA first where ``device`` allows
+    it and onnxruntime has it, edgeres_deploy.backends.choose_providers), plus what the host says about it.
+
+    ``gpu_dist``: the onnxruntime-gpu distribution is installed; ``host_gpu``: torch sees a CUDA GPU here. A GPU host
+    whose onnxruntime has no CUDA provider gets a hint: install onnxruntime-gpu, or remove the CPU package that shadows
+    it (both install the same ``onnxruntime`` module; whichever was installed last wins).
+    """
+    from edgeres_deploy.backends import choose_providers as provider_rule
+
+    providers = provider_rule(device, available)
+    hint = ""
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" not in providers and (host_gpu or device == "cuda"):
+        hint = ("onnxruntime-gpu is installed but the CPU onnxruntime package shadows it: pip uninstall -y onnxruntime "
+                "onnxruntime-gpu && pip install onnxruntime-gpu" if gpu_dist else
+                "this onnxruntime has no CUDA execution provider: pip install 'edgeres[gpu]' (onnxruntime-gpu) to run "
+                "the ONNX rows on the GPU")
+    return providers, hint
+
+
+def _host_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - core dependency
+        return False
+
+
+def _has_dist(name: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(name)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
 class OrtRuntime(Runtime):
     name = "onnxruntime"
 
     def __init__(self, artifact, device: str = "auto", threads: int | None = None, providers: list | None = None, **_):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - core dependency
-            raise RuntimeUnavailable(f"onnxruntime not importable: {e}") from None
+        super().__init__(artifact, threads)
+        self._device, self._providers = device, providers
+        self.backend = None
+        self.providers: list = []
+
+    def _open(self) -> None:
+        from edgeres_deploy.backends import OrtBackend
+        from edgeres_deploy.envinfo import import_optional
+
         from edgeres.metrics import default_threads
 
-        self._ort = ort
-        self.threads = threads or default_threads()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3  # errors only: no initializer-cleanup chatter
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        if providers is None:
-            want_gpu = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
-            providers = (["CUDAExecutionProvider"] if want_gpu else []) + ["CPUExecutionProvider"]
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise RuntimeUnavailable(f"onnxruntime has no {', '.join(missing)} here (available: {', '.join(available)})")
-        try:
-            self.session = ort.InferenceSession(str(artifact), so, providers=providers)
-        except Exception as e:  # noqa: BLE001
-            from edgeres.errors import EdgeresError
+        self.threads = self.threads or default_threads()
+        providers = self._providers or self._choose(import_optional("onnxruntime").get_available_providers())
+        self.backend = OrtBackend(self.artifact, self.threads, providers=providers)
+        self.providers = self.backend.providers
+        self.device = gpu_label() if self.backend.device == "cuda" else "cpu"  # what the session really uses
+        self.input_shape = self.backend.input.shape
+        check_image_input(self.artifact, self.input_shape)
+        self.fixed_batch = self.backend.fixed_batch
+        self.precision = self.backend.precision
 
-            raise EdgeresError(f"onnxruntime cannot load {artifact}: {str(e).splitlines()[0][:300]}") from None
-        self.providers = self.session.get_providers()
-        self.device = "cuda" if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_shape = inp.shape
-        check_image_input(artifact, inp.shape)
-        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-        self.artifact = str(artifact)
-        self.precision = onnx_precision(artifact)
+    def _choose(self, available: list) -> list:
+        providers, hint = choose_providers(self._device, available, _has_dist("onnxruntime-gpu"), _host_gpu())
+        if hint and self._device == "cuda":
+            raise Unavailable(hint)
+        if hint and hint not in _said:  # once a process: ONNX rows on the CPU of a GPU host
+            _said.add(hint)
+            logging.getLogger(__name__).info("ONNX Runtime rows run on the CPU: %s", hint)
+        return providers
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray:
         want = self.input_shape[2:]
         if x.ndim == 4 and any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[2:])):
-            from edgeres.errors import EdgeresError
-
             raise EdgeresError(f"{self.artifact} takes {want[0]}x{want[1]} px images but the preprocessing gives "
                                f"{x.shape[2]}x{x.shape[3]}; pass --image-size {want[0]}")
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        return self.backend.run(x)
+
+    def _close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
 
     def version(self) -> str:
-        return self._ort.__version__
+        return self.backend.version if self.backend is not None else ""
 
     def describe(self) -> dict:
         d = super().describe()

@@ -15,14 +15,15 @@ def main(argv=None) -> int:
     from edgeres.runtimes import load_runtime
 
     spec = json.loads((argv or sys.argv[1:])[0])
-    rt = load_runtime(spec["runtime"], spec["artifact"], threads=spec.get("threads"), **spec.get("options", {}))
-    x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
-    for _ in range(int(spec.get("runs", 10))):
-        rt.run(x)
-    rt.sync()
     from edgeres_deploy.metrics import peak_rss_mb
 
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "gpu_mem_mb": rt.gpu_mem_mb()}))
+    x = np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)
+    with load_runtime(spec["runtime"], spec["artifact"], threads=spec.get("threads"), **spec.get("options", {})) as rt:
+        for _ in range(int(spec.get("runs", 10))):
+            rt.run(x)
+        rt.sync()
+        gpu = rt.gpu_mem_mb()
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "gpu_mem_mb": gpu}))
     return 0
 
 

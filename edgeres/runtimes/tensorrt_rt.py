@@ -4,35 +4,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeres.runtimes import Runtime, RuntimeUnavailable
+from edgeres.runtimes.base import Runtime
 
 
 class TensorRTRuntime(Runtime):
     name = "tensorrt"
 
     def __init__(self, artifact, threads: int | None = None, **_):
-        from edgeres_deploy.cuda_mem import BackendUnavailable
+        super().__init__(artifact, threads)
+        self.runner = None
+        self._version = ""
+
+    def _open(self) -> None:
         from edgeres_deploy.trt import TrtRunner, import_tensorrt
 
-        try:
-            self._trt = import_tensorrt()
-            self.runner = TrtRunner(str(artifact))
-        except BackendUnavailable as e:
-            raise RuntimeUnavailable(str(e)) from None
+        self._version = import_tensorrt().__version__
+        self.runner = TrtRunner(self.artifact)
         meta = self.runner.meta
         self.device = meta.get("device") if meta.get("host_proxy") else "cuda:" + self.runner.device_name()
         self.fixed_batch = self.runner.fixed_batch
         self.precision = meta.get("precision") or "unknown (no sidecar)"
-        self.threads = threads
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray:
         return self.runner.run(x)
+
+    def _close(self) -> None:
+        """The engine's buffers, execution context, engine, runtime, events and stream (TrtRunner.close)."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
 
     def sync(self) -> None:
         self.runner.sync()
 
     def gpu_mem_mb(self):
-        return self.runner.device_memory_mb()
+        return self.runner.device_memory_mb() if self.runner is not None else None
 
     def version(self) -> str:
-        return self._trt.__version__
+        return self._version

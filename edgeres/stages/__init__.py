@@ -1,28 +1,3 @@
-"""Pipeline stages: train, prune, export, quantize, engine, bundle. Each is usable on its own (the CLI commands) and
-as a step of `edgeres optimize` (edgeres.pipeline), through the same functions."""
-
-
-def resolve_model_preprocess(stored: dict | None, overrides: dict | None):
-    """Preprocess from what the artifact stores, overridden by CLI flags (image_size/crop_ratio/mean/std)."""
-    from edgeres.data import Preprocess
-    from edgeres.errors import EdgeresError
-
-    d = dict(stored or {})
-    o = overrides or {}
-    for key, flag in (("size", "image_size"), ("crop_ratio", "crop_ratio"), ("mean", "mean"), ("std", "std")):
-        if o.get(flag) is not None:
-            d[key] = o[flag]
-    try:
-        return Preprocess.from_dict(d)
-    except ValueError as e:
-        raise EdgeresError(str(e)) from None
-
-
-def resolve_data_for(meta, data):
-    """The data folder to use: the one given, else the one an edgeres checkpoint records; None if neither."""
-    import os
-
-    if data:
-        return data
-    root = getattr(meta, "data_root", None)
-    return root if root and os.path.isdir(root) else None
+"""The pipeline's stages, one class per module: baseline, prune, export, quantize, engine, bundle (their order:
+edgeres.pipeline.STAGES). A stage reads earlier stages' artifacts from the Context and calls the library packages
+(edgeres.prune, edgeres.onnx_export, edgeres.quant, edgeres.engine_build, edgeres.bundle) for the work itself."""

@@ -57,6 +57,8 @@ class Context:
         self._baseline_rows: list = []  # the torch baseline, while the baseline stage is still running
         self.splits = None
         self.pre = None
+        self.fleet = None  # with --device: the connected devices (edgeres.device.fleet.Fleet)
+        self.latency_measure = None  # with --device: times pruning candidates there (edgeres.device.latency)
 
     # ---------------------------------------------------------------- paths and earlier stages
     def stage_dir(self, name: str) -> Path:

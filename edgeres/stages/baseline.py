@@ -15,7 +15,7 @@ class BaselineStage(Stage):
     runtime = "torch"
 
     def run(self, ctx: Context) -> StageResult:
-        from edgeres.stages.export import ExportConfig, export_onnx
+        from edgeres.onnx_export import ExportConfig, export_onnx
 
         d = ctx.stage_dir(self.name)
         lm = ctx.loaded

@@ -13,8 +13,8 @@ class BundleStage(Stage):
 
     def run(self, ctx: Context) -> StageResult:
         from edgeres.bundle import make_bundle
+        from edgeres.engine_build import onnx_build_spec
         from edgeres.report import new_row
-        from edgeres.stages.engine import onnx_build_spec
 
         t = ctx.target
         d = ctx.stage_dir(self.name)
@@ -25,7 +25,7 @@ class BundleStage(Stage):
                                    sparsity=bool(ctx.cfg.sparsity))
         extra = {"source_run": str(ctx.run_dir.name)}
         if t.runtime == "onnxruntime" and ctx.results.get("quantize") is not None:  # x86: the faster runtime
-            from edgeres.stages.x86_int8 import faster_runtime
+            from edgeres.recommend import faster_runtime
 
             extra["backend"], extra["backend_p50_ms"] = faster_runtime(ctx.results["quantize"].rows)
         res = make_bundle(d / "bundle.tar.gz", onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,

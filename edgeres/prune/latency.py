@@ -9,7 +9,7 @@ each in the runtime that would ship it, the faster one on this host: edgeres dep
 that is can change with pruning (at 48 px OpenVINO ran the unpruned demo ResNet50 faster, ONNX Runtime the pruned
 one, so a search held to the unpruned model's runtime over-pruned it by 0.3 of a ratio).
 
-Stopping rules are those of ``--target-macs`` (:func:`edgeres.stages.prune.ratio_for_macs`): a bisection of the
+Stopping rules are those of ``--target-macs`` (:func:`edgeres.prune.channels.ratio_for_macs`): a bisection of the
 ratio over [0, 0.95] for at most 8 steps, keeping the smallest ratio that met the target; it also stops early once a
 candidate meets the target within ``tolerance`` (3%). Each candidate is timed *interleaved* with the unpruned model
 (repeated rounds, the median of each round, the median of the per-round ratios), so a busy machine slows both sides
@@ -24,6 +24,7 @@ wall-clock figures live in ``benchmarks/``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import statistics
@@ -31,14 +32,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, ModelFileError, Unavailable
 
 _log = logging.getLogger(__name__)
-
-
-class HostCannotRun(Exception):
-    """The target's runtime is not on this host; ``str(e)`` says why."""
-
 
 @dataclass
 class LatencyTarget:
@@ -163,13 +159,13 @@ def search_ratio(measure: Callable[[float], dict], goal: LatencyTarget, log: Cal
 
 # ------------------------------------------------------------------------------------------------ this host
 def host_runtimes(target) -> list:
-    """The runtimes that run ``target``'s artifact on this host, preferred first; raises HostCannotRun."""
+    """The runtimes that run ``target``'s artifact on this host, preferred first; raises Unavailable."""
     if target.runtime == "tensorrt":
-        raise HostCannotRun(f"target {target.name} runs TensorRT on its device; this host does not time TensorRT "
+        raise Unavailable(f"target {target.name} runs TensorRT on its device; this host does not time TensorRT "
                             "engines for the search")
     if target.runtime in ("onnxruntime", "openvino"):
         return ["onnxruntime", "openvino"] if target.runtime == "onnxruntime" else ["openvino", "onnxruntime"]
-    raise HostCannotRun(f"target {target.name}: unknown runtime {target.runtime!r}")
+    raise Unavailable(f"target {target.name}: unknown runtime {target.runtime!r}")
 
 
 def _artifact_builder(target, pre, classes, calib, workdir):
@@ -177,8 +173,9 @@ def _artifact_builder(target, pre, classes, calib, workdir):
     from pathlib import Path
 
     from edgeres.models import ModelMeta
-    from edgeres.stages.export import ExportConfig, export_onnx
-    from edgeres.stages.quantize import QuantizeConfig, quantize_onnx
+    from edgeres.onnx_export import ExportConfig, export_onnx
+    from edgeres.quant.ptq import quantize_onnx
+    from edgeres.quant.settings import QuantizeConfig
 
     meta = ModelMeta(classes=list(classes))
     # minmax ranges without bias correction: the graph (and so the speed) is that of the real INT8 file, faster to make
@@ -197,50 +194,46 @@ def _artifact_builder(target, pre, classes, calib, workdir):
 
 
 def _load(runtime: str, path, threads, why: dict | None = None):
-    """The runtime loaded with ``path``, or None (the reason in ``why[runtime]``) when it cannot run it here."""
+    """The runtime opened with ``path`` (the caller closes it), or None (the reason in ``why[runtime]``) when it
+    cannot run here or refuses this graph; any other failure raises."""
     from edgeres.runtimes import load_runtime
 
     try:
         return load_runtime(runtime, path, threads=threads)
-    except Exception as e:  # noqa: BLE001 - RuntimeUnavailable, or a runtime that rejects this graph
+    except (Unavailable, ModelFileError) as e:
         if why is not None:
             why[runtime] = str(e).strip().splitlines()[-1][:200] if str(e).strip() else e.__class__.__name__
         return None
 
 
 def host_measure(model, target, pre, goal: LatencyTarget, prune_cfg=None, batch: int | None = None, calib=None,
-                 classes=None, threads: int | None = None, workdir=None, log: Callable[[str], None] | None = None):
+                 classes=None, threads: int | None = None, workdir=None, log: Callable[[str], None] | None = None,
+                 *, stack: contextlib.ExitStack):
     """The measurement for :func:`search_ratio` on this host, and what it measures.
 
     Returns (measure, info): info = {"runtime", "precision", "batch", "input_size", "runtimes_seen": {name: base ms}}.
-    Raises HostCannotRun for targets whose runtime is not here (TensorRT).
+    The unpruned model's runners stay open for the whole search, closed with ``stack`` (find_ratio's); each
+    candidate's are closed once it is timed. Raises Unavailable for targets whose runtime is not here (TensorRT).
     """
     import tempfile
 
     import numpy as np
 
-    from edgeres.stages.prune import PruneConfig, channel_prune
+    from edgeres.prune.channels import channel_prune
 
     candidates = host_runtimes(target) if goal.runtime is None else [goal.runtime]
-    batch = batch or target.batch
-    size = pre.size
+    batch, size = batch or target.batch, pre.size
     if calib is None:
         calib = np.random.default_rng(0).standard_normal((goal.calib_images, 3, size, size)).astype(np.float32)
-    calib = calib[: goal.calib_images]
     classes = classes or [str(i) for i in range(model.fc.out_features)]
-    workdir = workdir or tempfile.mkdtemp(prefix="edgeres-latency-")
-    build = _artifact_builder(target, pre, classes, calib, workdir)
-    pcfg = replace(prune_cfg or PruneConfig(), ratio=0.5, target_macs=None, iterative_steps=1, sparsity=None)
-    if pcfg.importance == "taylor":  # the structure search uses a magnitude proxy, as --target-macs does
-        pcfg = replace(pcfg, importance="l2")
-    if pcfg.round_to is None:
-        pcfg = replace(pcfg, round_to=target.channel_multiple)
+    build = _artifact_builder(target, pre, classes, calib[: goal.calib_images],
+                              workdir or tempfile.mkdtemp(prefix="edgeres-latency-"))
+    pcfg = _search_prune_config(prune_cfg, target)
     x = np.random.default_rng(1).standard_normal((batch, 3, size, size)).astype(np.float32)
-    base_path = build(copy.deepcopy(model).eval(), "unpruned")
     why: dict = {}
-    loaded = {name: rt for name in candidates if (rt := _load(name, base_path, threads, why)) is not None}
+    loaded = _open_all(candidates, build(copy.deepcopy(model).eval(), "unpruned"), threads, why, stack)
     if not loaded:
-        raise HostCannotRun(f"none of {', '.join(candidates)} can run it here ({why})")
+        raise Unavailable(f"none of {', '.join(candidates)} can run it here ({why})")
     precision = "int8" if target.int8 else "fp32"
     if log:
         log(f"latency search on {' and '.join(loaded)} ({precision}, batch {batch}, {size} px): each model in the faster"
@@ -250,31 +243,63 @@ def host_measure(model, target, pre, goal: LatencyTarget, prune_cfg=None, batch:
         trial = copy.deepcopy(model).eval()
         info = channel_prune(trial, replace(pcfg, ratio=ratio), size)
         path = build(trial, f"r{ratio:.4f}")
-        pruned = {n: rt for n in loaded if (rt := _load(n, path, threads, why)) is not None}
-        if not pruned:
-            raise EdgeresError(f"{', '.join(loaded)} cannot run the pruned candidate at ratio {ratio:.3f}: {why}")
-        fns = {f"base {n}": (lambda rt=rt: rt.run(x)) for n, rt in loaded.items()}
-        fns.update({f"pruned {n}": (lambda rt=rt: rt.run(x)) for n, rt in pruned.items()})
-        per = interleaved_medians(fns, goal.rounds, goal.runs_per_round, goal.warmup)
-        med = {k: statistics.median(v) for k, v in per.items()}
-        base_rt = min(loaded, key=lambda n: med[f"base {n}"])
-        pruned_rt = min(pruned, key=lambda n: med[f"pruned {n}"])
-        s = ratio_stats({"base": per[f"base {base_rt}"], "pruned": per[f"pruned {pruned_rt}"]}, "base", "pruned")
+        with contextlib.ExitStack() as candidate:
+            pruned = _open_all(loaded, path, threads, why, candidate)
+            if not pruned:
+                raise EdgeresError(f"{', '.join(loaded)} cannot run the pruned candidate at ratio {ratio:.3f}: {why}")
+            s = _time_pair(loaded, pruned, x, goal)
         s["macs_fraction"] = info["macs_after"] / max(1, info["macs_before"])
-        s["runtime"], s["base_runtime"] = pruned_rt, base_rt
-        s["runtimes_ms"] = {k: round(v, 3) for k, v in med.items()}
         return s
 
     return measure, {"runtime": next(iter(loaded)), "precision": precision, "batch": batch, "input_size": size,
                      "runtimes_seen": sorted(loaded), "runtimes_unavailable": why}
 
 
+def _search_prune_config(prune_cfg, target):
+    """The pruning settings of the candidates: one shot at the ratio tried, a magnitude proxy for Taylor importance
+    (as --target-macs does), channels rounded to the target's multiple unless told otherwise."""
+    from edgeres.prune.channels import PruneConfig
+
+    pcfg = replace(prune_cfg or PruneConfig(), ratio=0.5, target_macs=None, iterative_steps=1, sparsity=None)
+    if pcfg.importance == "taylor":
+        pcfg = replace(pcfg, importance="l2")
+    if pcfg.round_to is None:
+        pcfg = replace(pcfg, round_to=target.channel_multiple)
+    return pcfg
+
+
+def _open_all(names, path, threads, why: dict, stack: contextlib.ExitStack) -> dict:
+    """{runtime: runner open on ``path``} for those of ``names`` that can run it, each closed with ``stack``."""
+    out = {}
+    for name in names:
+        rt = _load(name, path, threads, why)
+        if rt is not None:
+            out[name] = stack.enter_context(rt)
+    return out
+
+
+def _time_pair(loaded: dict, pruned: dict, x, goal: LatencyTarget) -> dict:
+    """The unpruned and the pruned model timed interleaved, each in the runtime that runs it faster."""
+    fns = {f"base {n}": (lambda rt=rt: rt.run(x)) for n, rt in loaded.items()}
+    fns.update({f"pruned {n}": (lambda rt=rt: rt.run(x)) for n, rt in pruned.items()})
+    per = interleaved_medians(fns, goal.rounds, goal.runs_per_round, goal.warmup)
+    med = {k: statistics.median(v) for k, v in per.items()}
+    base_rt = min(loaded, key=lambda n: med[f"base {n}"])
+    pruned_rt = min(pruned, key=lambda n: med[f"pruned {n}"])
+    s = ratio_stats({"base": per[f"base {base_rt}"], "pruned": per[f"pruned {pruned_rt}"]}, "base", "pruned")
+    s["runtime"], s["base_runtime"] = pruned_rt, base_rt
+    s["runtimes_ms"] = {k: round(v, 3) for k, v in med.items()}
+    return s
+
+
 def find_ratio(model, target, pre, goal: LatencyTarget, prune_cfg=None, calib=None, classes=None,
-               threads: int | None = None, log: Callable[[str], None] | None = None, measure=None) -> dict:
+               threads: int | None = None, log: Callable[[str], None] | None = None, measure=None,
+               measure_factory=None) -> dict:
     """The ratio for ``goal`` on ``target``: measured on this host, or the MACs fallback where it cannot run the target.
 
     Returns search_ratio's dict plus "method" ("measured" or "macs-fallback"), "runtime", "precision", "batch",
-    "input_size", "fallback" (the sentence the report prints, or "").
+    "input_size", "fallback" (the sentence the report prints, or ""). The runners and files of the search are gone
+    when it returns.
     """
     import shutil
     import tempfile
@@ -283,24 +308,26 @@ def find_ratio(model, target, pre, goal: LatencyTarget, prune_cfg=None, calib=No
     if measure is not None:  # injected (tests, or a caller that measures elsewhere)
         res = search_ratio(measure, goal, log)
         return {**res, "method": "measured", "fallback": ""}
-    workdir = tempfile.mkdtemp(prefix="edgeres-latency-")
-    try:
+    with contextlib.ExitStack() as stack:
+        workdir = tempfile.mkdtemp(prefix="edgeres-latency-")
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)  # after the runners that read its files are closed
         try:
-            fn, info = host_measure(model, target, pre, goal, prune_cfg, calib=calib, classes=classes,
-                                    threads=threads, workdir=workdir, log=log)
-        except HostCannotRun as e:
+            if measure_factory is not None:  # measured elsewhere, e.g. on the device (edgeres.device.latency)
+                fn, info = measure_factory(model, target, pre, goal, prune_cfg, classes, workdir)
+            else:
+                fn, info = host_measure(model, target, pre, goal, prune_cfg, calib=calib, classes=classes,
+                                        threads=threads, workdir=workdir, log=log, stack=stack)
+        except Unavailable as e:
             return macs_fallback(model, target, pre, goal, prune_cfg, str(e), log)
         res = search_ratio(fn, goal, log)
         chosen = next((t for t in res["trials"] if t["ratio"] == res["ratio"]), {})
         info.update({k: chosen[k] for k in ("runtime", "base_runtime") if k in chosen})
         return {**res, **info, "method": "measured", "fallback": ""}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def macs_fallback(model, target, pre, goal: LatencyTarget, prune_cfg, reason: str, log=None) -> dict:
     """``--target-speedup S`` as ``--target-macs 1/S`` where the target's runtime cannot be timed here."""
-    from edgeres.stages.prune import PruneConfig, ratio_for_macs
+    from edgeres.prune.channels import PruneConfig, ratio_for_macs
 
     if goal.speedup is None:
         raise EdgeresError(f"--target-latency-ms needs the target's runtime on this host ({reason}); for this target "
@@ -333,11 +360,12 @@ def summary(res: dict) -> str:
 
 def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, target=None,
                       trust_model: bool = False, pre_overrides: dict | None = None, progress: bool = True,
-                      measure=None) -> dict:
+                      measure=None, measure_factory=None) -> dict:
     """`edgeres prune --target-latency-ms/--target-speedup`: find the ratio, then prune + fine-tune at it."""
+    from edgeres.data.model_inputs import resolve_model_preprocess
     from edgeres.models import load_model
-    from edgeres.stages import resolve_model_preprocess
-    from edgeres.stages.prune import check_prunable, run_prune
+    from edgeres.prune.channels import check_prunable
+    from edgeres.prune.finetune import run_prune
 
     if target is None:
         raise EdgeresError("--target-latency-ms/--target-speedup need --target (the runtime the latency is measured in)")
@@ -345,7 +373,7 @@ def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, 
     check_prunable(loaded.model)
     pre = resolve_model_preprocess(loaded.meta.preprocess, pre_overrides)
     found = find_ratio(loaded.model, target, pre, goal, cfg, classes=loaded.meta.classes or None,
-                       log=_log.info if progress else None, measure=measure)
+                       log=_log.info if progress else None, measure=measure, measure_factory=measure_factory)
     cfg = replace(cfg, ratio=found["ratio"], target_macs=None)
     info = run_prune(model_path, out, cfg, ft, data=data, target=target, trust_model=trust_model,
                      pre_overrides=pre_overrides, progress=progress)

@@ -188,17 +188,3 @@ def apply_x86_rules(model) -> dict:
     return {"passthrough_requantized": requantize_passthrough(model), "relu_folded": fold_relu_into_quantize(model),
             "gemm_bias_split": split_gemm_bias(model),
             "activations_to_uint8": activations_to_uint8(model)}
-
-
-def faster_runtime(rows: list, stage: str = "quantize") -> tuple:
-    """(runtime, {runtime: p50 ms}) of the faster of ONNX Runtime and OpenVINO on ``stage``'s artifact, at the smallest
-    batch measured for both; (None, {}) when neither was measured ok."""
-    ok = [r for r in rows if r.get("stage") == stage and r.get("status") == "ok" and r.get("latency_p50_ms")
-          and r.get("runtime") in ("onnxruntime", "openvino")]
-    if not ok:
-        return None, {}
-    batches = [b for b in sorted({r.get("batch_size") or 1 for r in ok})
-               if {r["runtime"] for r in ok if (r.get("batch_size") or 1) == b} == {r["runtime"] for r in ok}]
-    b = batches[0] if batches else min(r.get("batch_size") or 1 for r in ok)
-    p50 = {r["runtime"]: r["latency_p50_ms"] for r in ok if (r.get("batch_size") or 1) == b}
-    return min(p50, key=p50.get), p50

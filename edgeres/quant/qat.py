@@ -5,7 +5,7 @@ quantizers sit. The PyTorch model that was exported gets the same quantizers as 
 (LSQ: ``torch._fake_quantize_learnable_per_tensor_affine`` / ``..._per_channel_affine``), initialised from the PTQ
 scales: per-tensor on each quantized layer's input, per-channel on its weights, on a shortcut Conv's output where the
 Q/DQ sits there. BatchNorm is folded first, as in the export, so the weights are the ONNX file's weights. It is
-fine-tuned by ``edgeres.stages.train.fit`` with the FP32 model as distillation teacher (small learning rate, 1-2
+fine-tuned by ``edgeres.train.loop.fit`` with the FP32 model as distillation teacher (small learning rate, 1-2
 epochs), and the learned weights and scales are written back into the PTQ graph: the same Q/DQ placement, the
 target's rules kept by construction (and checked again by the caller on the file that ships).
 """
@@ -21,6 +21,7 @@ import numpy as np
 from edgeres.errors import EdgeresError
 from edgeres.onnx_graph import consumers as _consumers
 from edgeres.onnx_graph import producers as _producers
+from edgeres.quant.qdq import PASS_THROUGH, drop_unused_initializers
 
 
 def _module_name(onnx_node_name: str, model=None) -> str:
@@ -120,15 +121,47 @@ def _make_modules():
     return ActFQ, WeightFQ
 
 
+def _weight_quantizer(n, m, mname: str, inits: dict, producer: dict, consumers: dict, WeightFQ):
+    """The weight quantizer of module ``m`` for ONNX layer ``n`` (per-channel scales from the file's weight DQ), its
+    bias set to the file's (NNCF's bias correction included); None when the layer's weight is not quantized."""
+    import torch
+    from onnx import numpy_helper
+
+    wdq = producer.get(n.input[1])
+    if wdq is None or wdq.op_type != "DequantizeLinear" or wdq.input[0] not in inits:
+        return None
+    wq = numpy_helper.to_array(inits[wdq.input[0]])
+    if tuple(wq.shape) != tuple(m.weight.shape):
+        raise EdgeresError(f"QAT: layer {n.name} of the ONNX file does not match {mname} of the PyTorch model "
+                           f"({tuple(wq.shape)} vs {tuple(m.weight.shape)}); give the model that was exported")
+    ws = numpy_helper.to_array(inits[wdq.input[1]]).astype(np.float32)
+    ws = np.broadcast_to(ws.reshape(-1), (wq.shape[0],)).copy()
+    bias_at = _bias_input(n, consumers, inits)
+    if bias_at is not None and m.bias is not None:  # start from the file's bias (NNCF's bias correction included)
+        b = numpy_helper.to_array(inits[bias_at[0].input[bias_at[1]]]).reshape(-1)
+        if b.shape == tuple(m.bias.shape):
+            with torch.no_grad():
+                m.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+    return WeightFQ(ws)
+
+
+def _input_quantizer(n, producer: dict):
+    """The QuantizeLinear that quantizes layer ``n``'s input: DQ <- Q, possibly through MaxPool/Flatten & co."""
+    p = producer.get(n.input[0])
+    while p is not None and p.op_type in PASS_THROUGH:
+        p = producer.get(p.input[0])
+    if p is not None and p.op_type == "DequantizeLinear":
+        q = producer.get(p.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            return q
+    return None
+
+
 def attach_fake_quant(model, qmodel) -> dict:
     """Put the Q/DQ graph's quantizers on ``model`` (BN folded). Returns {"layers": {onnx name: module name},
     "act": {Q node name: ActFQ}, "weights": {onnx name: WeightFQ}, "hooks": [...]}."""
-    import torch
-    from onnx import numpy_helper
     from torch import nn
     from torch.nn.utils import parametrize
-
-    from edgeres.stages.quantize import PASS_THROUGH
 
     ActFQ, WeightFQ = _make_modules()
     inits = {i.name: i for i in qmodel.graph.initializer}
@@ -150,36 +183,18 @@ def attach_fake_quant(model, qmodel) -> dict:
             continue
         mname = _module_name(n.name, model)
         m = mods.get(mname)
-        wdq = producer.get(n.input[1])
-        if not isinstance(m, (nn.Conv2d, nn.Linear)) or wdq is None or wdq.op_type != "DequantizeLinear":
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
-        if wdq.input[0] not in inits:
+        wfq = _weight_quantizer(n, m, mname, inits, producer, consumers, WeightFQ)
+        if wfq is None:
             continue
-        wq = numpy_helper.to_array(inits[wdq.input[0]])
-        if tuple(wq.shape) != tuple(m.weight.shape):
-            raise EdgeresError(f"QAT: layer {n.name} of the ONNX file does not match {mname} of the PyTorch model "
-                               f"({tuple(wq.shape)} vs {tuple(m.weight.shape)}); give the model that was exported")
-        ws = numpy_helper.to_array(inits[wdq.input[1]]).astype(np.float32)
-        ws = np.broadcast_to(ws.reshape(-1), (wq.shape[0],)).copy()
-        wfq = WeightFQ(ws)
-        bias_at = _bias_input(n, consumers, inits)
-        if bias_at is not None and m.bias is not None:  # start from the file's bias (NNCF's bias correction included)
-            b = numpy_helper.to_array(inits[bias_at[0].input[bias_at[1]]]).reshape(-1)
-            if b.shape == tuple(m.bias.shape):
-                with torch.no_grad():
-                    m.bias.copy_(torch.from_numpy(b.astype(np.float32)))
         parametrize.register_parametrization(m, "weight", wfq)
         weights[n.name] = wfq
         layers[n.name] = mname
-        # the input's quantizer: DQ <- Q, possibly through MaxPool/Flatten & co.
-        p = producer.get(n.input[0])
-        while p is not None and p.op_type in PASS_THROUGH:
-            p = producer.get(p.input[0])
-        if p is not None and p.op_type == "DequantizeLinear":
-            q = producer.get(p.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                a = act(q)
-                hooks.append(m.register_forward_pre_hook(lambda _m, args, a=a: (a(args[0]),) + tuple(args[1:])))
+        q = _input_quantizer(n, producer)
+        if q is not None:
+            a = act(q)
+            hooks.append(m.register_forward_pre_hook(lambda _m, args, a=a: (a(args[0]),) + tuple(args[1:])))
     # a Q/DQ on a Conv's output (the shortcut Conv of a downsample block, kept quantized by the Add rule)
     for q in qmodel.graph.node:
         if q.op_type != "QuantizeLinear" or q.input[0] in inits:
@@ -194,7 +209,7 @@ def attach_fake_quant(model, qmodel) -> dict:
 
 def _bias_input(n, consumers: dict, inits: dict):
     """(node, input index) holding layer ``n``'s float bias: its own third input, or — for an x86 Gemm whose bias was
-    moved out so it fuses into QGemm (x86_int8.split_gemm_bias) — the initializer input of the Add after it."""
+    moved out so it fuses into QGemm (x86_rules.split_gemm_bias) — the initializer input of the Add after it."""
     if len(n.input) > 2 and n.input[2]:
         return n, 2
     users = consumers.get(n.output[0], [])
@@ -246,8 +261,6 @@ def write_back(qmodel, model, fq: dict):
         for node in [q] + [c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]:
             node.input[1] = sname
     out.graph.initializer.extend(new)
-    from edgeres.stages.quantize import drop_unused_initializers
-
     drop_unused_initializers(out)
     _ = parametrize  # (the parametrizations stay on the PyTorch model; it is thrown away)
     return out
@@ -265,7 +278,8 @@ def make_qat(model_path, splits, work_dir, epochs: int = 1, lr: float = 1e-5, ba
             import torch
 
             from edgeres.models import load_model
-            from edgeres.stages.train import TrainConfig, fit
+            from edgeres.train.config import TrainConfig
+            from edgeres.train.loop import fit
 
             t0 = time.time()
             lm = load_model(model_path, trust_model=trust_model)

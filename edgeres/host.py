@@ -1,0 +1,61 @@
+"""The machine the figures were measured on (report.json's ``host``): CPU model, cores, memory, GPUs, CUDA and cuDNN,
+library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def host_info(threads: int | None = None) -> dict:
+    """The machine the figures were measured on: CPU model, cores, GPU, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        physical, logical = psutil.cpu_count(logical=False), psutil.cpu_count()
+        mem_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover
+        physical, logical, mem_gb = None, os.cpu_count(), None
+    return {
+        "cpu": cpu, "physical_cores": physical, "logical_cores": logical, "memory_gb": mem_gb, **gpu_info(),
+        "os": platform.platform(), "python": platform.python_version(), "threads": threads,
+        "versions": {d: _version(d) for d in ("edgeres", "torch", "torchvision", "onnx", "onnxruntime",
+                                               "onnxruntime-gpu", "nncf", "torch-pruning", "openvino", "tensorrt",
+                                               "pycuda", "cuda-python", "nvidia-dali-cuda120", "nvidia-dali-cuda130")},
+    }
+
+
+def gpu_info() -> dict:
+    """``gpu``: the name of the GPU the torch rows ran on (None without one); ``gpus``: every visible GPU with its
+    memory and compute capability; ``cuda``/``cudnn``: the versions torch runs with."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - core dependency
+        return {"gpu": None, "gpus": [], "cuda": None, "cudnn": None}
+    if not torch.cuda.is_available():
+        return {"gpu": None, "gpus": [], "cuda": torch.version.cuda, "cudnn": None}
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        gpus.append({"name": p.name, "memory_gb": round(p.total_memory / 2**30, 1),
+                     "capability": f"{p.major}.{p.minor}"})
+    return {"gpu": torch.cuda.get_device_name(torch.cuda.current_device()), "gpus": gpus, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version()}
