@@ -121,6 +121,33 @@ def test_torchscript_and_torch_export_by_content(tmp_path, r18):
         assert _same(r18, loaded.model)
 
 
+def test_torch_export_raw_weight_starting_like_a_pickle(tmp_path, r18):
+    # raw weight bytes (use_pickle: false in the archive's weights config) are data: a first byte of 0x80 (a pickle's
+    # PROTO opcode) must not make the file look pickled; a member that really is a pickle is still refused
+    import copy
+    import zipfile
+    m = copy.deepcopy(r18)
+    with torch.no_grad():
+        m.conv1.weight.view(-1)[0] = torch.frombuffer(bytearray(b"\x80\x00\x00\x3f"), dtype=torch.float32)[0]
+    ep = torch.export.export(m, (torch.randn(2, 3, 32, 32),),
+                             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    torch.export.save(ep, tmp_path / "p.pt2")
+    with zipfile.ZipFile(tmp_path / "p.pt2") as z:
+        assert any(z.read(n)[:1] == b"\x80" for n in z.namelist() if "/weights/weight_" in n)
+        members = {n: z.read(n) for n in z.namelist()}
+    assert _same(m, load_model(tmp_path / "p.pt2").model)
+    sample = next(n for n in members if n.endswith("sample_inputs/model.pt"))
+    import io
+    buf = io.BytesIO()
+    torch.save(torch.nn.ReLU(), buf)  # a module: needs full unpickling
+    members[sample] = buf.getvalue()
+    with zipfile.ZipFile(tmp_path / "evil.pt2", "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ModelFileError, match="--trust-model"):
+        load_model(tmp_path / "evil.pt2")
+
+
 def test_timm_state_dicts_and_modules(tmp_path):
     timm = pytest.importorskip("timm")
     for name in ("resnet50d", "seresnet50", "resnext50_32x4d"):

@@ -12,6 +12,7 @@ refused unless the user trusts it.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import torch
@@ -78,11 +79,33 @@ def is_pt2(data_or_path) -> bool:
         return False
 
 
+def _raw_members(z: zipfile.ZipFile) -> set[str]:
+    """Members the archive's own payload configs (``*_weights_config.json``, ``*_constants_config.json``) list with
+    ``use_pickle: false``: raw tensor bytes that ``torch.export.load`` reads with ``frombuffer``, never unpickles.
+    Their first byte is data (a weight may well start with 0x80), so they must not be taken for pickles."""
+
+    raw = set()
+    for name in z.namelist():
+        if not (name.endswith("_weights_config.json") or name.endswith("_constants_config.json")):
+            continue
+        try:
+            entries = json.loads(z.read(name)).get("config", {})
+        except (ValueError, AttributeError):
+            continue  # an unreadable config: nothing is taken as raw, so every member is checked
+        base = name.rsplit("/", 1)[0]
+        raw.update(f"{base}/{e['path_name']}" for e in entries.values()
+                   if isinstance(e, dict) and e.get("use_pickle") is False and isinstance(e.get("path_name"), str))
+    return raw
+
+
 def _needs_pickle(data: bytes) -> str | None:
     """The first pickled member that does not load as plain data (tensors, containers), or None."""
 
     with zipfile.ZipFile(io.BytesIO(data)) as z:
+        raw = _raw_members(z)
         for name in z.namelist():
+            if name in raw:
+                continue
             blob = z.read(name)
             if blob[:2] == b"PK" or blob[:1] == b"\x80":
                 try:
