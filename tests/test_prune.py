@@ -113,7 +113,9 @@ def test_distillation_finetune_reuses_training_loop(tmp_path, tiny_ckpt, demo_da
 
 def test_prune_cli_bad_ratio(cli, tiny_ckpt, tmp_path):
     proc = cli("prune", "--model", tiny_ckpt, "--out", tmp_path / "p.pt", "--ratio", "1.5")
-    assert proc.returncode == 1 and "between 0 and 1" in proc.stderr and "Traceback" not in proc.stderr
+    # a value out of the option's range is a usage error (exit 2), refused before anything is loaded or written
+    assert proc.returncode == 2 and "'--ratio': 1.5 is not in the range 0<x<1" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "p.pt").exists()
 
 
