@@ -159,3 +159,16 @@ def test_the_allow_list_only_shrinks():
     sizes = {key: (n, limit) for key, n, limit in _sizes()}
     stale = [key for key in ALLOWED if key not in sizes or sizes[key][0] <= sizes[key][1]]
     assert not stale, f"within the limits now (or gone): remove from ALLOWED: {stale}"
+
+
+def test_every_package_is_installed():
+    """A non-editable install (``pip install .``, a wheel) ships only the packages pyproject.toml lists: a package
+    folder missing there imports in the editable checkout the tests use and fails for every user of the wheel."""
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = {"edgeres_deploy": ROOT / "deploy" / "edgeres_deploy", "edgeres.calibration": ROOT / "calibration"}
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edgeres").rglob("__init__.py")}
+    found |= {name for name, d in dirs.items() if (d / "__init__.py").exists()}
+    assert set(conf["packages"]) == found
+    assert {k: ROOT / v for k, v in conf["package-dir"].items()} == dirs
