@@ -26,7 +26,8 @@ def _run(cli, host_run, tmp_path, devices, tiny_ckpt, demo_data, *extra, name="r
 
 
 @pytest.mark.slow  # the host stages run once per module (~30-80 s on the shared 2-core machine), the device stage twice
-def test_optimize_measures_on_the_device(cli, host_run, jetson, tmp_path, tiny_ckpt, demo_data):
+def test_optimize_measures_on_the_device(cli, host_run, make_device, tmp_path, tiny_ckpt, demo_data):
+    jetson = make_device("orin-nano")  # its own device: the session's `jetson` cache holds other tests' bundles
     jetson.write_client_config()
     out, proc = _run(cli, host_run, tmp_path, [jetson], tiny_ckpt, demo_data)
     assert proc.returncode == 0, proc.stderr
