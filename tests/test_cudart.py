@@ -88,18 +88,24 @@ def test_ctypes_backend_data_path_over_the_double(double):
     h_in[:] = x.reshape(-1)
     d = cuda.malloc(x.nbytes)
     assert cuda.mem_used_mb() - used == pytest.approx(x.nbytes / 1e6)
-    start, end = cuda.events()
-    cuda.record(start)
-    cuda.htod(d, h_in)
-    cuda.dtoh(h_out, d)
-    cuda.record(end)
-    cuda.sync()
+    start, end = _timed_round_trip(cuda, d, h_in, h_out)
     assert cuda.elapsed_ms(start, end) >= 0
     np.testing.assert_array_equal(h_out.reshape(x.shape), x)
     cuda.free(d)
     cuda.free_pinned(h_in)
     cuda.free_pinned(h_out)
     assert cuda.mem_used_mb() == pytest.approx(used)
+
+
+def _timed_round_trip(cuda, d, h_in, h_out):
+    """h_in -> device buffer d -> h_out between two recorded events; returns the events."""
+    start, end = cuda.events()
+    cuda.record(start)
+    cuda.htod(d, h_in)
+    cuda.dtoh(h_out, d)
+    cuda.record(end)
+    cuda.sync()
+    return start, end
 
 
 def test_ctypes_backend_errors_name_the_call_and_the_cuda_error(double):
@@ -129,12 +135,7 @@ def test_real_gpu_round_trip():
     h_in, h_out = cuda.pinned_empty(x.size, np.float32), cuda.pinned_empty(x.size, np.float32)
     h_in[:] = x
     d = cuda.malloc(x.nbytes)
-    start, end = cuda.events()
-    cuda.record(start)
-    cuda.htod(d, h_in)
-    cuda.dtoh(h_out, d)
-    cuda.record(end)
-    cuda.sync()
+    start, end = _timed_round_trip(cuda, d, h_in, h_out)
     assert cuda.elapsed_ms(start, end) > 0 and cuda.device_name()
     np.testing.assert_array_equal(h_out, x)
     cuda.free(d)
