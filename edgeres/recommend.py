@@ -51,7 +51,8 @@ def _by_target_precision(within: list, target, budget: float) -> tuple:
         p = r["precision"] or "fp32"
         return "fp16" if p == "fp32" and "fp16" in allowed else p
 
-    best = min(within, key=lambda r: (rank.get(target_precision(r), 9), r.get("macs") or float("inf"),
+    runnable = [r for r in within if target_precision(r) in allowed] or within  # no INT8 file for an FP16-only board
+    best = min(runnable, key=lambda r: (rank.get(target_precision(r), 9), r.get("macs") or float("inf"),
                                       r.get("model_size_mb") or float("inf")))
     why = (f"within the {budget}-point budget, ranked by the precision {target.name} runs it in "
            f"({target_precision(best)}), then MACs ({(best.get('macs') or 0) / 1e9:.3f} G), then size "
