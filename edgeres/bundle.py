@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgeres.bundle_files import INSTALL_SH, RUN_SH, readme
 from edgeres.errors import EdgeresError
+from edgeres.stage_names import EXPORT, QUANTIZE
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "launch.py", "bundle.py", "engine_record.py", "envinfo.py", "commands.py",
@@ -123,7 +124,7 @@ def bundle_from_run(run_dir, out) -> dict:
     from edgeres.utils import read_stage_record
 
     stages = {}
-    for name in ("export", "quantize"):
+    for name in (EXPORT, QUANTIZE):
         p = run_dir / name / "stage.json"
         if p.exists():
             stages[name] = read_stage_record(p)
@@ -131,7 +132,7 @@ def bundle_from_run(run_dir, out) -> dict:
                 raise EdgeresError(f"{p} is corrupt (a run killed while writing it?); run the same `edgeres optimize` "
                                    "again: it redoes that stage")
     onnx_rel = None
-    for name in ("quantize", "export"):
+    for name in (QUANTIZE, EXPORT):
         rec = stages.get(name)
         if rec and rec["status"] == "ok" and "onnx" in rec["artifacts"]:
             onnx_rel = rec["artifacts"]["onnx"]
@@ -145,7 +146,7 @@ def bundle_from_run(run_dir, out) -> dict:
     if target.runtime == "tensorrt":
         spec = onnx_build_spec(onnx_path, "model.engine", target, pre, sparsity=bool(cfg.get("sparsity")),
                                dla_core=cfg.get("dla_core"))
-    cache = stages.get("quantize", {}).get("artifacts", {}).get("calib_cache")
+    cache = stages.get(QUANTIZE, {}).get("artifacts", {}).get("calib_cache")
     val = None
     try:  # the run's validation split, for the bundle's self-check images and reference outputs
         from edgeres.data import resolve_data
@@ -153,12 +154,12 @@ def bundle_from_run(run_dir, out) -> dict:
         val = resolve_data(manifest["data"]["root"]).val
     except (EdgeresError, OSError, KeyError, ValueError):
         pass
-    fp32 = stages.get("export", {}).get("artifacts", {}).get("onnx")
+    fp32 = stages.get(EXPORT, {}).get("artifacts", {}).get("onnx")
     extra = {"source_run": run_dir.name}
-    if target.runtime == "onnxruntime" and "quantize" in stages:  # x86: the faster runtime of the INT8 file
+    if target.runtime == "onnxruntime" and QUANTIZE in stages:  # x86: the faster runtime of the INT8 file
         from edgeres.recommend import faster_runtime
 
-        extra["backend"], extra["backend_p50_ms"] = faster_runtime(stages["quantize"].get("rows", []))
+        extra["backend"], extra["backend_p50_ms"] = faster_runtime(stages[QUANTIZE].get("rows", []))
     return make_bundle(out, onnx_path, target, pre, manifest["data"]["classes"], spec=spec,
                        calib_cache=run_dir / cache if cache else None, extra=extra,
                        validation=val, fp32_onnx=run_dir / fp32 if fp32 else None)

@@ -18,6 +18,7 @@ from pathlib import Path
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
 from edgeres.device.rows import fold
 from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
+from edgeres.stage_names import DEVICE, ENGINE, PRUNE, STAGE_NAMES
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
 from edgeres.stages.bundle import BundleStage
@@ -39,7 +40,7 @@ _log = logging.getLogger(__name__)
 
 # The stages, in order: the one list to read to find any stage's code, and the one to extend to add a stage.
 STAGES = (BaselineStage(), PruneStage(), ExportStage(), QuantizeStage(), EngineStage(), BundleStage())
-STAGE_NAMES = tuple(s.name for s in STAGES)
+assert tuple(s.name for s in STAGES) == STAGE_NAMES, "edgeres.stage_names.STAGE_NAMES lists the stages in this order"
 MEASURE_KEYS = ("latency_batch_sizes", "latency_min_time", "measure_memory", "threads")  # feed every stage
 
 
@@ -61,7 +62,7 @@ class Pipeline:
         if not Path(cfg.model).is_file():
             raise EdgeresError(f"model file {cfg.model} does not exist")
         for f in force:
-            if f not in STAGE_NAMES + (("device",) if fleet is not None else ()):
+            if f not in STAGE_NAMES + ((DEVICE,) if fleet is not None else ()):
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGE_NAMES)}")
         by_name = {s.name: s for s in STAGES}  # a subset may be given by name, e.g. ("baseline", "prune")
         self.stages = tuple(by_name[s] if isinstance(s, str) else s for s in stages)
@@ -74,7 +75,12 @@ class Pipeline:
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
 
-    def _resolve_inputs(self, ctx: Context) -> dict:
+    def prepare(self, ctx: Context) -> dict:
+        """Resolve the run's inputs into ``ctx`` (the data splits, the preprocessing; the model's classes checked
+        against the data) and return the manifest (model, data, calibration and preprocessing, with their hashes).
+
+        The one place inputs are resolved: the pipeline's own run, the other ranks under torchrun (``_follow``) and
+        any caller that needs a stage's Context without running the stages. Bad inputs fail here, writing nothing."""
         from edgeres.data import data_hash, resolve_data
         from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
 
@@ -111,7 +117,7 @@ class Pipeline:
 
     def _stage_hash(self, stage, manifest: dict, upstream: str) -> str:
         keys = {k: getattr(self.cfg, k) for k in stage.keys + MEASURE_KEYS}
-        extra = {"engine": _trt_available()} if stage.name == "engine" else {}
+        extra = {"engine": _trt_available()} if stage.name == ENGINE else {}
         extra.update(getattr(stage, "hash_extra", lambda cfg: {})(self.cfg))  # inputs that only matter sometimes
         # the manifest (model, data, calibration, preprocessing hashes) feeds every stage
         return sha256_json({"stage": stage.name, "keys": keys, "upstream": upstream, "manifest": manifest, **extra})
@@ -156,7 +162,7 @@ class Pipeline:
             if job is None:
                 return None
             ctx = Context(self.cfg, self.run_dir, lambda *a, **k: None)
-            self._resolve_inputs(ctx)
+            self.prepare(ctx)
             loaded = ctx.load(self.cfg.model)  # the run's classes and preprocessing, as rank 0's prune stage has them
             with tempfile.TemporaryDirectory(prefix=f"edgeres-rank{ddp.rank()}-") as d:
                 prune_and_finetune(loaded, ctx.splits, ctx.pre, job["prune"], job["finetune"], Path(d) / "model.pt",
@@ -177,7 +183,7 @@ class Pipeline:
             from edgeres.device.latency import search_on_device
 
             ctx.latency_measure = search_on_device(self.fleet, self.log, self.cfg.latency_min_time)
-        manifest = self._resolve_inputs(ctx)  # bad inputs fail here, before the run directory exists
+        manifest = self.prepare(ctx)  # bad inputs fail here, before the run directory exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.run_dir, recursive=True)  # temp files of an earlier run killed mid-write
         write_json_atomic(self.run_dir / "manifest.json", manifest)
@@ -293,7 +299,7 @@ def summary_lines(rows: list, ctx, rec: dict) -> list:
         lines.append(f"Chosen: {rec['decided_by']}.")
     if rec.get("speedup_note"):
         lines.append(f"Speed-up: {rec['speedup_note']}.")
-    pr = ctx.results.get("prune")
+    pr = ctx.results.get(PRUNE)
     if pr is not None and pr.info.get("latency_search"):
         from edgeres.prune.latency import summary
 

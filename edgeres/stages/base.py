@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeres.stage_names import BASELINE, EXPORT, QUANTIZE
 from edgeres.utils import save_npy_atomic
 
 
@@ -74,7 +75,7 @@ class Context:
 
     def deploy_onnx(self) -> Path:
         """The ONNX file that ships: the INT8 file where the quantize stage made one, else the FP32 export."""
-        return self.artifact("quantize", "onnx") or self.artifact("export", "onnx")
+        return self.artifact(QUANTIZE, "onnx") or self.artifact(EXPORT, "onnx")
 
     # ---------------------------------------------------------------- the model
     @property
@@ -102,11 +103,11 @@ class Context:
 
     # ---------------------------------------------------------------- measurement
     def baseline_logits(self):
-        p = self.run_dir / "baseline" / "logits.npy"
+        p = self.run_dir / BASELINE / "logits.npy"
         return np.load(p) if p.exists() else None
 
     def baseline_top1(self):
-        r = self.results.get("baseline")
+        r = self.results.get(BASELINE)
         rows = [x for x in (r.rows if r else self._baseline_rows) if x["runtime"] == "torch" and x["top1"] is not None]
         return rows[0]["top1"] if rows else None
 
@@ -118,8 +119,8 @@ class Context:
                     model=model)
         if m.logits is not None:  # kept for later stages' comparisons, across resumed runs too
             save_npy_atomic(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
-        if stage == "baseline" and runtime == "torch" and m.logits is not None:
-            save_npy_atomic(self.run_dir / "baseline" / "logits.npy", m.logits)
+        if stage == BASELINE and runtime == "torch" and m.logits is not None:
+            save_npy_atomic(self.run_dir / BASELINE / "logits.npy", m.logits)
             for r in m.rows:
                 r["top1_delta"], r["agreement"] = 0.0, 100.0
             self._baseline_rows = m.rows

@@ -3,11 +3,12 @@ package, labels, preprocessing, the TensorRT build spec, validation images and t
 
 from __future__ import annotations
 
+from edgeres.stage_names import BUNDLE, EXPORT, QUANTIZE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
 class BundleStage(Stage):
-    name = "bundle"
+    name = BUNDLE
     keys = ("target",)
     runtime = "edgeres_deploy"
 
@@ -24,13 +25,13 @@ class BundleStage(Stage):
             spec = onnx_build_spec(onnx_path, "model.engine", t, ctx.pre, dla_core=ctx.cfg.dla_core,
                                    sparsity=bool(ctx.cfg.sparsity))
         extra = {"source_run": str(ctx.run_dir.name)}
-        if t.runtime == "onnxruntime" and ctx.results.get("quantize") is not None:  # x86: the faster runtime
+        if t.runtime == "onnxruntime" and ctx.results.get(QUANTIZE) is not None:  # x86: the faster runtime
             from edgeres.recommend import faster_runtime
 
-            extra["backend"], extra["backend_p50_ms"] = faster_runtime(ctx.results["quantize"].rows)
+            extra["backend"], extra["backend_p50_ms"] = faster_runtime(ctx.results[QUANTIZE].rows)
         res = make_bundle(d / "bundle.tar.gz", onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
-                          calib_cache=ctx.artifact("quantize", "calib_cache"), extra=extra,
-                          validation=ctx.splits.val, fp32_onnx=ctx.artifact("export", "onnx"))
+                          calib_cache=ctx.artifact(QUANTIZE, "calib_cache"), extra=extra,
+                          validation=ctx.splits.val, fp32_onnx=ctx.artifact(EXPORT, "onnx"))
         ref = res.get("reference_sha256")
         row = new_row(stage=self.name, artifact="bundle.tar.gz", runtime=self.runtime, input_size=ctx.pre.size,
                       model_size_mb=res["size_mb"], status="ok",
