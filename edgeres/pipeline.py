@@ -4,7 +4,7 @@ Run directory ``runs/NAME/``: one folder per stage (its artifacts and ``stage.js
 config), ``manifest.json`` (inputs and their hashes) and the report. ``stage.json`` is written last, after the stage's
 artifacts, and holds the hash of the stage's inputs: a re-run reuses every stage whose inputs are unchanged, and an
 interrupted stage (no ``stage.json``) is redone. ``--force STAGE`` redoes that stage and everything after it.
-Each stage's own work is in ``edgeres/stages/<name>.py`` (docs/design.md §1-§2).
+Each stage is a class in ``edgeres/stages/<name>.py``, its work in a library package (docs/design.md §1-§2, §9-§10).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
 from edgeres.device.rows import fold
 from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
-from edgeres.stage_names import DEVICE, ENGINE, PRUNE, STAGE_NAMES
+from edgeres.stage_names import DEVICE, ENGINE, EXPORT, PRUNE, STAGE_NAMES
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
 from edgeres.stages.bundle import BundleStage
@@ -75,17 +75,22 @@ class Pipeline:
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
 
-    def prepare(self, ctx: Context) -> dict:
+    def prepare(self, ctx: Context, need_data: bool = True) -> dict:
         """Resolve the run's inputs into ``ctx`` (the data splits, the preprocessing; the model's classes checked
         against the data) and return the manifest (model, data, calibration and preprocessing, with their hashes).
 
         The one place inputs are resolved: the pipeline's own run, the other ranks under torchrun (``_follow``) and
-        any caller that needs a stage's Context without running the stages. Bad inputs fail here, writing nothing."""
+        any caller that needs a stage's Context without running the stages (``export_command``: without
+        ``need_data``, a model with no images gets only its preprocessing, and an empty manifest). Bad inputs fail
+        here, writing nothing."""
         from edgeres.data import data_hash, resolve_data
         from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
 
         lm = ctx.loaded
         root = resolve_data_for(lm.meta, self.cfg.data)
+        if root is None and not need_data:
+            ctx.pre = resolve_model_preprocess(lm.meta.preprocess, ctx.pre_overrides())
+            return {}
         if root is None:
             raise EdgeresError(
                 f"no images: {self.cfg.model} records no data folder and --data was not given. Accuracy and INT8 "
@@ -285,6 +290,26 @@ def _optimize(cfg: OptimizeConfig, force: tuple, log, fleet) -> dict:
         if created:  # a run that failed before writing anything leaves no empty folders behind
             remove_empty_dirs(p.run_dir)
         raise
+
+
+def export_command(cfg: OptimizeConfig, out, export_config=None, num_classes: int | None = None, log=None) -> dict:
+    """`edgeres export`: the export stage of `optimize`, run alone on ``cfg.model`` (its inputs resolved by
+    ``Pipeline.prepare``, nothing measured), its ONNX file moved to ``out``: the same file `optimize` writes for the
+    same model, data and settings. ``export_config``: the command's own settings (fixed batch, no simplification)."""
+    import tempfile
+
+    p = Pipeline(cfg, log=log, stages=(EXPORT,))
+    ctx = Context(cfg, p.run_dir, p.log)
+    ctx.measuring, ctx.export_config = False, export_config
+    ctx.load_options = {"num_classes": num_classes} if num_classes else {}
+    p.prepare(ctx, need_data=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".edgeres-export-") as d:
+        ctx.run_dir = Path(d)
+        res = ExportStage().run(ctx)
+        os.replace(ctx.run_dir / res.artifacts["onnx"], out)
+    return res.info
 
 
 def summary_lines(rows: list, ctx, rec: dict) -> list:

@@ -13,3 +13,19 @@ def test_export_command_writes_the_optimize_runs_file(cli, pipeline_run, demo_da
     proc = cli("export", "--model", pruned, "--data", demo_data, "--out", out, "--opset", cfg["opset"])
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == (pipeline_run / "export" / "model.onnx").read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["model.onnx"]  # the stage's scratch folder is gone
+
+
+def test_export_command_without_images_and_with_a_fixed_batch(cli, tmp_path):
+    """A model that records no data folder, no --data: parity on random inputs, as before; --fixed-batch is kept."""
+    import onnx
+
+    from edgeres.models import ModelMeta, build_model, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", build_model("resnet18", 3), ModelMeta(arch="resnet18", classes=list("abc")))
+    proc = cli("export", "--model", tmp_path / "m.pt", "--out", tmp_path / "m.onnx", "--image-size", "32",
+               "--fixed-batch", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "parity on random" in proc.stdout, proc.stdout
+    dim = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_value == 2

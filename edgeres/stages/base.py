@@ -60,6 +60,11 @@ class Context:
         self.pre = None
         self.fleet = None  # with --device: the connected devices (edgeres.device.fleet.Fleet)
         self.latency_measure = None  # with --device: times pruning candidates there (edgeres.device.latency)
+        # a stage run alone by its command (edgeres.pipeline.export_command): it writes its artifact, measures nothing,
+        # and takes the command's own options
+        self.measuring = True
+        self.load_options: dict = {}  # extra options of load_model (--num-classes)
+        self.export_config = None  # ExportConfig of `edgeres export` (--fixed-batch, --no-simplify); None: cfg's opset
 
     # ---------------------------------------------------------------- paths and earlier stages
     def stage_dir(self, name: str) -> Path:
@@ -83,7 +88,7 @@ class Context:
         if self._loaded is None:
             from edgeres.models import load_model
 
-            self._loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model)
+            self._loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model, **self.load_options)
         return self._loaded
 
     def load(self, path):
@@ -91,8 +96,8 @@ class Context:
         where the file has none or only placeholders (``class_0``...), and the run's preprocessing recorded."""
         from edgeres.models import load_model
 
-        lm = load_model(path, trust_model=self.cfg.trust_model)
-        if not lm.meta.classes or lm.meta.classes[0].startswith("class_"):
+        lm = load_model(path, trust_model=self.cfg.trust_model, **self.load_options)
+        if self.splits is not None and (not lm.meta.classes or lm.meta.classes[0].startswith("class_")):
             lm.meta.classes = list(self.splits.classes)
         lm.meta.preprocess = self.pre.to_dict()
         return lm
@@ -114,6 +119,8 @@ class Context:
     def measure(self, stage: str, artifact: Path, runtime: str, note: str = "", model=None) -> list:
         from edgeres.measure import measure
 
+        if not self.measuring:
+            return []
         m = measure(stage, artifact, runtime, self.pre, self.splits.val, self.mcfg,
                     reference_logits=self.baseline_logits(), baseline_top1=self.baseline_top1(), note=note,
                     model=model)

@@ -20,7 +20,8 @@ class ExportStage(Stage):
         d = ctx.stage_dir(self.name)
         lm = ctx.load(ctx.artifact(PRUNE, "model") or Path(ctx.cfg.model))
         out = d / "model.onnx"
-        info = export_checked(lm.model, out, ctx.pre, lm.meta, ExportConfig(opset=ctx.cfg.opset), ctx.splits.val)
+        ecfg = ctx.export_config or ExportConfig(opset=ctx.cfg.opset)
+        info = export_checked(lm.model, out, ctx.pre, lm.meta, ecfg, ctx.splits.val if ctx.splits else None)
         if ctx.cfg.sparsity:
             from edgeres.prune.sparsity import check_onnx_2_4
 
