@@ -22,6 +22,7 @@ def _run(script, *args):
                           text=True, timeout=900, cwd=ROOT)
 
 
+@pytest.mark.slow  # 33 CPU-seconds (28 user + 5 system), 68 s wall on the shared 2-core machine: eleven rows, NNCF twice
 def test_bench_runtimes_smoke(tmp_path):
     """Every row of the side-by-side run, interleaved rounds, ratios and CPU flags in the CSV (tiny sizes; the
     --target-speedup row reuses a given ratio here: the search itself is tested in test_prune_latency.py)."""
@@ -47,6 +48,7 @@ def test_bench_runtimes_smoke(tmp_path):
     assert float(pruned["ratio"]) == 0.5 and pruned["speedup_vs_unpruned_same_runtime"]
 
 
+@pytest.mark.slow  # 22 CPU-seconds, 43 s wall here; the ratio's MACs are tested fast in test_prune.py
 def test_bench_prune_smoke(tmp_path):
     out = tmp_path / "p.csv"
     proc = _run("bench_prune.py", "--out", out, "--size", "32", "--min-time", "0.05")
