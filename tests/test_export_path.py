@@ -1,5 +1,6 @@
-"""`edgeres export` and `optimize` take one path to the ONNX file: for the same model, data and settings they write
-byte-identical files (nothing in the file depends on when or where it was written)."""
+"""`edgeres export` and `optimize` take one path to the ONNX file, `deploy --run` and the bundle stage one path to the
+bundle: for the same model, data and settings they write byte-identical files (nothing in a file depends on when or
+where it was written)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,11 @@ def test_export_command_without_images_and_with_a_fixed_batch(cli, tmp_path):
     assert "parity on random" in proc.stdout, proc.stdout
     dim = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_value == 2
+
+
+def test_deploy_from_the_run_writes_the_bundle_stages_file(cli, pipeline_run, tmp_path):
+    """`edgeres deploy --run` assembles the bundle the way the bundle stage does (edgeres.bundle.bundle_of_run), and a
+    bundle has no time stamp in it: the same run gives the same bytes."""
+    proc = cli("deploy", "--run", pipeline_run, "--out", tmp_path / "b.tar.gz")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b.tar.gz").read_bytes() == (pipeline_run / "bundle" / "bundle.tar.gz").read_bytes()
