@@ -10,15 +10,16 @@ safely"). The templates of run.sh, install.sh and the README are in edgeres/bund
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
 import tarfile
-import time
 from pathlib import Path
 
 from edgeres.bundle_files import INSTALL_SH, RUN_SH, readme
 from edgeres.errors import EdgeresError
+from edgeres.stage_names import EXPORT, QUANTIZE
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "launch.py", "bundle.py", "engine_record.py", "envinfo.py", "commands.py",
@@ -89,11 +90,13 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
     files["run.sh"] = RUN_SH.encode()
     files.update(_runtime_sources())
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
-    manifest = {"format": "edgeres-bundle", "version": 1, "target": target.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": sums, **(extra or {})}
+    # no time stamp anywhere (not in the manifest, not in the gzip header, not on a member): the same inputs make the
+    # same bytes, so `deploy --run` rebuilds the bundle stage's file exactly and a device reuses what it already has
+    manifest = {"format": "edgeres-bundle", "version": 1, "target": target.name, "files": sums, **(extra or {})}
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-    with atomic_path(out) as tmp:
-        with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w") as tar:
             for name, data in sorted(files.items()):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -104,12 +107,29 @@ def make_bundle(out, onnx_path, target, pre, classes: list, spec=None, calib_cac
             "manifest_sha256": hashlib.sha256(files["manifest.json"]).hexdigest()}
 
 
+def bundle_of_run(out, onnx_path, target, pre, classes: list, *, source_run: str, quantize_rows=None, dla_core=None,
+                  sparsity: bool = False, calib_cache=None, validation=None, fp32_onnx=None) -> dict:
+    """The bundle of an `optimize` run, as its bundle stage and `edgeres deploy --run` both make it: the TensorRT build
+    spec for a TensorRT target, on x86 the faster runtime of the INT8 file (``quantize_rows``), then make_bundle."""
+    from edgeres.engine_build import onnx_build_spec
+
+    spec = None
+    if target.runtime == "tensorrt":
+        spec = onnx_build_spec(onnx_path, "model.engine", target, pre, dla_core=dla_core, sparsity=sparsity)
+    extra = {"source_run": source_run}
+    if target.runtime == "onnxruntime" and quantize_rows is not None:  # x86: the faster runtime of the INT8 file
+        from edgeres.recommend import faster_runtime
+
+        extra["backend"], extra["backend_p50_ms"] = faster_runtime(quantize_rows)
+    return make_bundle(out, onnx_path, target, pre, classes, spec=spec, calib_cache=calib_cache, extra=extra,
+                       validation=validation, fp32_onnx=fp32_onnx)
+
+
 def bundle_from_run(run_dir, out) -> dict:
     """`edgeres deploy`: the bundle of a finished `optimize` run (the quantized ONNX, else the FP32 export)."""
     import yaml
 
     from edgeres.data import Preprocess
-    from edgeres.engine_build import onnx_build_spec
     from edgeres.targets import get_target
 
     run_dir = Path(run_dir)
@@ -123,7 +143,7 @@ def bundle_from_run(run_dir, out) -> dict:
     from edgeres.utils import read_stage_record
 
     stages = {}
-    for name in ("export", "quantize"):
+    for name in (EXPORT, QUANTIZE):
         p = run_dir / name / "stage.json"
         if p.exists():
             stages[name] = read_stage_record(p)
@@ -131,34 +151,25 @@ def bundle_from_run(run_dir, out) -> dict:
                 raise EdgeresError(f"{p} is corrupt (a run killed while writing it?); run the same `edgeres optimize` "
                                    "again: it redoes that stage")
     onnx_rel = None
-    for name in ("quantize", "export"):
+    for name in (QUANTIZE, EXPORT):
         rec = stages.get(name)
         if rec and rec["status"] == "ok" and "onnx" in rec["artifacts"]:
             onnx_rel = rec["artifacts"]["onnx"]
             break
     if onnx_rel is None:
         raise EdgeresError(f"{run_dir} has no finished export or quantize stage; run `edgeres optimize` to the end first")
-    target = get_target(cfg["target"])
-    pre = Preprocess.from_dict(manifest["preprocess"])
-    onnx_path = run_dir / onnx_rel
-    spec = None
-    if target.runtime == "tensorrt":
-        spec = onnx_build_spec(onnx_path, "model.engine", target, pre, sparsity=bool(cfg.get("sparsity")),
-                               dla_core=cfg.get("dla_core"))
-    cache = stages.get("quantize", {}).get("artifacts", {}).get("calib_cache")
+    cache = stages.get(QUANTIZE, {}).get("artifacts", {}).get("calib_cache")
     val = None
     try:  # the run's validation split, for the bundle's self-check images and reference outputs
         from edgeres.data import resolve_data
 
-        val = resolve_data(manifest["data"]["root"]).val
+        val = resolve_data(manifest["data"]["root"], seed=cfg.get("seed", 0)).val
     except (EdgeresError, OSError, KeyError, ValueError):
         pass
-    fp32 = stages.get("export", {}).get("artifacts", {}).get("onnx")
-    extra = {"source_run": run_dir.name}
-    if target.runtime == "onnxruntime" and "quantize" in stages:  # x86: the faster runtime of the INT8 file
-        from edgeres.recommend import faster_runtime
-
-        extra["backend"], extra["backend_p50_ms"] = faster_runtime(stages["quantize"].get("rows", []))
-    return make_bundle(out, onnx_path, target, pre, manifest["data"]["classes"], spec=spec,
-                       calib_cache=run_dir / cache if cache else None, extra=extra,
-                       validation=val, fp32_onnx=run_dir / fp32 if fp32 else None)
+    fp32 = stages.get(EXPORT, {}).get("artifacts", {}).get("onnx")
+    return bundle_of_run(out, run_dir / onnx_rel, get_target(cfg["target"]), Preprocess.from_dict(manifest["preprocess"]),
+                         manifest["data"]["classes"], source_run=run_dir.name,
+                         quantize_rows=stages[QUANTIZE].get("rows", []) if QUANTIZE in stages else None,
+                         dla_core=cfg.get("dla_core"), sparsity=bool(cfg.get("sparsity")),
+                         calib_cache=run_dir / cache if cache else None, validation=val,
+                         fp32_onnx=run_dir / fp32 if fp32 else None)

@@ -99,11 +99,14 @@ def _prune_on_devices(devices, target, run):
 def export_cmd(model_path, out, fixed_batch, no_simplify, num_classes, opset, data, image_size, crop_ratio, mean, std,
                trust_model):
     """Export to ONNX (BN folded, simplified, metadata stored) and check parity with PyTorch on real images."""
-    from edgeres.onnx_export import ExportConfig, run_export
+    from edgeres.config import OptimizeConfig
+    from edgeres.onnx_export import ExportConfig
+    from edgeres.pipeline import export_command
 
-    cfg = ExportConfig(opset=opset, dynamic_batch=fixed_batch is None, batch=fixed_batch or 1, simplify=not no_simplify)
-    res = run_export(model_path, out, cfg, data=data, trust_model=trust_model, num_classes=num_classes,
-                     pre_overrides=dict(image_size=image_size, crop_ratio=crop_ratio, mean=mean, std=std))
+    cfg = OptimizeConfig(model=model_path, data=data, opset=opset, image_size=image_size, crop_ratio=crop_ratio,
+                         mean=mean, std=std, trust_model=trust_model)
+    ecfg = ExportConfig(opset=opset, dynamic_batch=fixed_batch is None, batch=fixed_batch or 1, simplify=not no_simplify)
+    res = export_command(cfg, out, ecfg, num_classes=num_classes)  # the export stage of `optimize`, alone
     p = res["parity"]
     click.echo(f"wrote {out} (opset {opset}, {res['nodes']} nodes); parity on {p['source']}: max |Δlogit| "
                f"{p['max_abs_dlogit']:.2e}, top-1 agreement {p['agreement']:.1f}%")

@@ -1,5 +1,5 @@
-"""The machine the figures were measured on (report.json's ``host``): CPU model, cores, memory, GPUs, CUDA and cuDNN,
-library versions."""
+"""The machine the figures were measured on (report.json's ``host``): CPU model and instruction sets, cores, memory,
+GPUs, CUDA and cuDNN, library versions."""
 
 from __future__ import annotations
 
@@ -16,17 +16,29 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def host_info(threads: int | None = None) -> dict:
-    """The machine the figures were measured on: CPU model, cores, GPU, library versions."""
-    cpu = platform.processor() or platform.machine()
+# the instruction sets INT8 (and BF16) inference speed depends on: x86, then Arm (a Jetson's dot product and i8mm)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "asimddp", "i8mm")
+
+
+def cpu_model_and_flags() -> tuple:
+    """(CPU model, [the CPU_FLAGS it has]) from /proc/cpuinfo; the platform's name and [] where there is none."""
+    cpu, words = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
+                key = line.split(":", 1)[0].strip().lower()
+                if key == "model name" and cpu in (platform.processor(), platform.machine()):
                     cpu = line.split(":", 1)[1].strip()
-                    break
+                elif key in ("flags", "features"):  # x86 says flags, Arm says Features
+                    words |= set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return cpu, [w for w in CPU_FLAGS if w in words]
+
+
+def host_info(threads: int | None = None) -> dict:
+    """The machine the figures were measured on: CPU model and instruction sets, cores, GPU, library versions."""
+    cpu, flags = cpu_model_and_flags()
     try:
         import psutil
 
@@ -35,7 +47,7 @@ def host_info(threads: int | None = None) -> dict:
     except ImportError:  # pragma: no cover
         physical, logical, mem_gb = None, os.cpu_count(), None
     return {
-        "cpu": cpu, "physical_cores": physical, "logical_cores": logical, "memory_gb": mem_gb, **gpu_info(),
+        "cpu": cpu, "cpu_flags": flags, "physical_cores": physical, "logical_cores": logical, "memory_gb": mem_gb, **gpu_info(),
         "os": platform.platform(), "python": platform.python_version(), "threads": threads,
         "versions": {d: _version(d) for d in ("edgeres", "torch", "torchvision", "onnx", "onnxruntime",
                                                "onnxruntime-gpu", "nncf", "torch-pruning", "openvino", "tensorrt",

@@ -115,23 +115,6 @@ def parity_check(model, onnx_path, samples, pre, cfg: ExportConfig | None = None
     return res
 
 
-def run_export(model_path, out, cfg: ExportConfig | None = None, data=None, trust_model: bool = False,
-               num_classes: int | None = None, pre_overrides: dict | None = None, model=None, meta=None) -> dict:
-    """`edgeres export`: load the model, export, check parity on real validation images (random if none)."""
-    from edgeres.data import resolve_data
-    from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
-    from edgeres.models import load_model
-
-    cfg = cfg or ExportConfig()
-    if model is None:
-        loaded = load_model(model_path, trust_model=trust_model, num_classes=num_classes)
-        model, meta = loaded.model, loaded.meta
-    pre = resolve_model_preprocess(meta.preprocess, pre_overrides)
-    root = resolve_data_for(meta, data)
-    samples = resolve_data(root).val if root else None
-    return export_checked(model, out, pre, meta, cfg, samples)
-
-
 def export_checked(model, out, pre, meta, cfg: ExportConfig, samples) -> dict:
     """Export, then check parity against PyTorch on ``samples``; a file that does not match is deleted, not left
     behind as if it were good. The info dict gains ``parity``."""

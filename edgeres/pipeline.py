@@ -4,7 +4,7 @@ Run directory ``runs/NAME/``: one folder per stage (its artifacts and ``stage.js
 config), ``manifest.json`` (inputs and their hashes) and the report. ``stage.json`` is written last, after the stage's
 artifacts, and holds the hash of the stage's inputs: a re-run reuses every stage whose inputs are unchanged, and an
 interrupted stage (no ``stage.json``) is redone. ``--force STAGE`` redoes that stage and everything after it.
-Each stage's own work is in ``edgeres/stages/<name>.py`` (docs/design.md §1-§2).
+Each stage is a class in ``edgeres/stages/<name>.py``, its work in a library package (docs/design.md §1-§2, §9-§10).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
 from edgeres.device.rows import fold
 from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
+from edgeres.stage_names import DEVICE, ENGINE, EXPORT, PRUNE, STAGE_NAMES
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
 from edgeres.stages.bundle import BundleStage
@@ -39,7 +40,7 @@ _log = logging.getLogger(__name__)
 
 # The stages, in order: the one list to read to find any stage's code, and the one to extend to add a stage.
 STAGES = (BaselineStage(), PruneStage(), ExportStage(), QuantizeStage(), EngineStage(), BundleStage())
-STAGE_NAMES = tuple(s.name for s in STAGES)
+assert tuple(s.name for s in STAGES) == STAGE_NAMES, "edgeres.stage_names.STAGE_NAMES lists the stages in this order"
 MEASURE_KEYS = ("latency_batch_sizes", "latency_min_time", "measure_memory", "threads")  # feed every stage
 
 
@@ -61,7 +62,7 @@ class Pipeline:
         if not Path(cfg.model).is_file():
             raise EdgeresError(f"model file {cfg.model} does not exist")
         for f in force:
-            if f not in STAGE_NAMES + (("device",) if fleet is not None else ()):
+            if f not in STAGE_NAMES + ((DEVICE,) if fleet is not None else ()):
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGE_NAMES)}")
         by_name = {s.name: s for s in STAGES}  # a subset may be given by name, e.g. ("baseline", "prune")
         self.stages = tuple(by_name[s] if isinstance(s, str) else s for s in stages)
@@ -74,12 +75,22 @@ class Pipeline:
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
 
-    def _resolve_inputs(self, ctx: Context) -> dict:
+    def prepare(self, ctx: Context, need_data: bool = True) -> dict:
+        """Resolve the run's inputs into ``ctx`` (the data splits, the preprocessing; the model's classes checked
+        against the data) and return the manifest (model, data, calibration and preprocessing, with their hashes).
+
+        The one place inputs are resolved: the pipeline's own run, the other ranks under torchrun (``_follow``) and
+        any caller that needs a stage's Context without running the stages (``export_command``: without
+        ``need_data``, a model with no images gets only its preprocessing, and an empty manifest). Bad inputs fail
+        here, writing nothing."""
         from edgeres.data import data_hash, resolve_data
         from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
 
         lm = ctx.loaded
         root = resolve_data_for(lm.meta, self.cfg.data)
+        if root is None and not need_data:
+            ctx.pre = resolve_model_preprocess(lm.meta.preprocess, ctx.pre_overrides())
+            return {}
         if root is None:
             raise EdgeresError(
                 f"no images: {self.cfg.model} records no data folder and --data was not given. Accuracy and INT8 "
@@ -111,7 +122,7 @@ class Pipeline:
 
     def _stage_hash(self, stage, manifest: dict, upstream: str) -> str:
         keys = {k: getattr(self.cfg, k) for k in stage.keys + MEASURE_KEYS}
-        extra = {"engine": _trt_available()} if stage.name == "engine" else {}
+        extra = {"engine": _trt_available()} if stage.name == ENGINE else {}
         extra.update(getattr(stage, "hash_extra", lambda cfg: {})(self.cfg))  # inputs that only matter sometimes
         # the manifest (model, data, calibration, preprocessing hashes) feeds every stage
         return sha256_json({"stage": stage.name, "keys": keys, "upstream": upstream, "manifest": manifest, **extra})
@@ -156,7 +167,7 @@ class Pipeline:
             if job is None:
                 return None
             ctx = Context(self.cfg, self.run_dir, lambda *a, **k: None)
-            self._resolve_inputs(ctx)
+            self.prepare(ctx)
             loaded = ctx.load(self.cfg.model)  # the run's classes and preprocessing, as rank 0's prune stage has them
             with tempfile.TemporaryDirectory(prefix=f"edgeres-rank{ddp.rank()}-") as d:
                 prune_and_finetune(loaded, ctx.splits, ctx.pre, job["prune"], job["finetune"], Path(d) / "model.pt",
@@ -177,7 +188,7 @@ class Pipeline:
             from edgeres.device.latency import search_on_device
 
             ctx.latency_measure = search_on_device(self.fleet, self.log, self.cfg.latency_min_time)
-        manifest = self._resolve_inputs(ctx)  # bad inputs fail here, before the run directory exists
+        manifest = self.prepare(ctx)  # bad inputs fail here, before the run directory exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.run_dir, recursive=True)  # temp files of an earlier run killed mid-write
         write_json_atomic(self.run_dir / "manifest.json", manifest)
@@ -281,6 +292,26 @@ def _optimize(cfg: OptimizeConfig, force: tuple, log, fleet) -> dict:
         raise
 
 
+def export_command(cfg: OptimizeConfig, out, export_config=None, num_classes: int | None = None, log=None) -> dict:
+    """`edgeres export`: the export stage of `optimize`, run alone on ``cfg.model`` (its inputs resolved by
+    ``Pipeline.prepare``, nothing measured), its ONNX file moved to ``out``: the same file `optimize` writes for the
+    same model, data and settings. ``export_config``: the command's own settings (fixed batch, no simplification)."""
+    import tempfile
+
+    p = Pipeline(cfg, log=log, stages=(EXPORT,))
+    ctx = Context(cfg, p.run_dir, p.log)
+    ctx.measuring, ctx.export_config = False, export_config
+    ctx.load_options = {"num_classes": num_classes} if num_classes else {}
+    p.prepare(ctx, need_data=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".edgeres-export-") as d:
+        ctx.run_dir = Path(d)
+        res = ExportStage().run(ctx)
+        os.replace(ctx.run_dir / res.artifacts["onnx"], out)
+    return res.info
+
+
 def summary_lines(rows: list, ctx, rec: dict) -> list:
     """summary.md's head: the three-line verdict (verdict_lines), then the run's context."""
     from edgeres.report_table import verdict_lines
@@ -293,7 +324,7 @@ def summary_lines(rows: list, ctx, rec: dict) -> list:
         lines.append(f"Chosen: {rec['decided_by']}.")
     if rec.get("speedup_note"):
         lines.append(f"Speed-up: {rec['speedup_note']}.")
-    pr = ctx.results.get("prune")
+    pr = ctx.results.get(PRUNE)
     if pr is not None and pr.info.get("latency_search"):
         from edgeres.prune.latency import summary
 

@@ -4,14 +4,15 @@ of ONNX Runtime and OpenVINO to run it in."""
 from __future__ import annotations
 
 from edgeres.device.rows import device_latency
+from edgeres.stage_names import BASELINE, MOST_OPTIMIZED_FIRST, QUANTIZE
 
-ORDER = ("engine", "quantize", "export", "prune", "baseline")  # most optimized first
+ORDER = MOST_OPTIMIZED_FIRST
 # what the recommendation quotes of each device the recommended engine was measured on (--device)
 DEVICE_FIGURES = ("device", "batch_size", "latency_p50_ms", "latency_p99_ms", "throughput_ips", "power_w",
                   "energy_mj_per_image")
 
 
-def faster_runtime(rows: list, stage: str = "quantize") -> tuple:
+def faster_runtime(rows: list, stage: str = QUANTIZE) -> tuple:
     """(runtime, {runtime: p50 ms}) of the faster of ONNX Runtime and OpenVINO on ``stage``'s artifact, at the smallest
     batch measured for both; (None, {}) when neither was measured ok."""
     ok = [r for r in rows if r.get("stage") == stage and r.get("status") == "ok" and r.get("latency_p50_ms")
@@ -51,7 +52,8 @@ def _by_target_precision(within: list, target, budget: float) -> tuple:
         p = r["precision"] or "fp32"
         return "fp16" if p == "fp32" and "fp16" in allowed else p
 
-    best = min(within, key=lambda r: (rank.get(target_precision(r), 9), r.get("macs") or float("inf"),
+    runnable = [r for r in within if target_precision(r) in allowed] or within  # no INT8 file for an FP16-only board
+    best = min(runnable, key=lambda r: (rank.get(target_precision(r), 9), r.get("macs") or float("inf"),
                                       r.get("model_size_mb") or float("inf")))
     why = (f"within the {budget}-point budget, ranked by the precision {target.name} runs it in "
            f"({target_precision(best)}), then MACs ({(best.get('macs') or 0) / 1e9:.3f} G), then size "
@@ -62,10 +64,10 @@ def _by_target_precision(within: list, target, budget: float) -> tuple:
 
 def recommend(rows: list, target, budget: float) -> dict:
     """The most optimized artifact for the target whose top-1 is within ``budget`` points of the baseline."""
-    base = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "torch" and r["status"] == "ok"), None)
+    base = next((r for r in rows if r["stage"] == BASELINE and r["runtime"] == "torch" and r["status"] == "ok"), None)
     if base is None:
         return {"artifact": None, "reason": "no baseline measurement"}
-    base_ort = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "onnxruntime" and r["status"] == "ok"), base)
+    base_ort = next((r for r in rows if r["stage"] == BASELINE and r["runtime"] == "onnxruntime" and r["status"] == "ok"), base)
     within = [r for r in _candidates(rows, target) if (r["top1_delta"] or 0.0) >= -budget]
     measured = device_latency(rows)
     if measured:  # within a stage, what the board itself measured (--device) comes before a host's proxy of it

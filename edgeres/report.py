@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgeres_deploy.metrics import REPORT_COLUMNS, REQUIRED_COLUMNS
 
+from edgeres.stage_names import BASELINE
 from edgeres.utils import write_json_atomic, write_text_atomic
 
 COLUMNS = REPORT_COLUMNS  # docs/design.md §3; defined once, beside the device runtime that writes it too
@@ -167,7 +168,7 @@ def fold_into_run(run_dir, batches: list) -> dict:
     except (OSError, ValueError):
         doc = {}
     merged = 0
-    base = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "torch"), None)
+    base = next((r for r in rows if r["stage"] == BASELINE and r["runtime"] == "torch"), None)
     for _source, dev in batches:
         for r in dev:
             if base and r.get("top1") is not None and r.get("top1_delta") is None and base.get("top1") is not None:

@@ -4,6 +4,7 @@ hollow and said so, rows measured on a device named), and MACs, artifact size an
 from __future__ import annotations
 
 from edgeres.report_table import is_proxy, measured_devices, short_device
+from edgeres.stage_names import BASELINE
 from edgeres.utils import atomic_path
 
 
@@ -71,7 +72,7 @@ def _limits(ax, ok: list, proxies: list) -> None:
 
 def _accuracy_panel(ax, ok: list, rec: dict, target: dict | None) -> None:
     """Top panel: top-1 vs latency p50 per runtime."""
-    base = next((r for r in ok if r["stage"] == "baseline" and r["runtime"] == "torch"), None)
+    base = next((r for r in ok if r["stage"] == BASELINE and r["runtime"] == "torch"), None)
     if base is not None:
         ax.axhline(base["top1"], color="grey", ls="--", lw=1)
         ax.annotate(f"baseline top-1 {base['top1']:.1f}%", (0.005, base["top1"]), xycoords=("axes fraction", "data"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from edgeres.device.rows import device_summary
+from edgeres.stage_names import BASELINE, ENGINE, QUANTIZE
 
 
 def is_proxy(row: dict, target: dict | None) -> bool:
@@ -91,9 +92,9 @@ def _gain_line(rows: list, rec: dict, base: dict | None) -> str:
         parts.append(f"p50 {d['latency_p50_ms']:.3f} ms on {short_device(d['device'])}")
     if (rec.get("speedup") or 0) > 1.05:
         parts.append(f"{rec['speedup']:.2f}x faster than {rec['speedup_reference']} on this host")
-    elif rec.get("speedup") and rec["stage"] != "baseline":
+    elif rec.get("speedup") and rec["stage"] != BASELINE:
         parts.append(f"no faster than {rec['speedup_reference']} on this host ({rec['speedup']:.2f}x)")
-    if rec["stage"] == "baseline":
+    if rec["stage"] == BASELINE:
         parts.insert(0, "no optimized artifact stayed within the accuracy budget")
     mem = _ratio((base or {}).get("peak_rss_mb"), rec_row.get("peak_rss_mb"))
     if mem and mem > 1.05:
@@ -109,7 +110,7 @@ def _measure_line(rows: list, t: dict, run: str) -> str:
     """The verdict's third line: where the target's own figures were measured, or how to measure them."""
     on_trt = t.get("runtime") == "tensorrt"
     measured = device_summary(rows)
-    here = next((r for r in rows if r["stage"] == "engine" and r["runtime"] == "tensorrt" and r["status"] == "ok"
+    here = next((r for r in rows if r["stage"] == ENGINE and r["runtime"] == "tensorrt" and r["status"] == "ok"
                  and not str(r.get("device") or "").startswith("host proxy")), None) if not \
         str(t.get("name", "")).startswith("jetson") else None
     if measured:
@@ -135,7 +136,7 @@ def verdict_lines(rows: list, rec: dict, target: dict | None = None, run_dir: st
     """The summary's first three lines: what to deploy; how much smaller, faster and how accurate; what is still to
     be measured on the device, and how."""
     t = target or {}
-    base = next((r for r in rows if r["stage"] == "baseline" and r["runtime"] == "torch" and r["status"] == "ok"), None)
+    base = next((r for r in rows if r["stage"] == BASELINE and r["runtime"] == "torch" and r["status"] == "ok"), None)
     on_trt = t.get("runtime") == "tensorrt"
     if not rec.get("artifact"):
         first = f"**No recommendation:** {rec.get('reason', 'nothing measured')}; deploy the baseline or raise the budget."
@@ -145,6 +146,6 @@ def verdict_lines(rows: list, rec: dict, target: dict | None = None, run_dir: st
         form = "TensorRT engine built from it on the device" if on_trt and rec["runtime"] != "tensorrt" else rec["runtime"]
         first = (f"**Recommended:** deploy `{rec['stage']}/{rec['artifact']}` ({(rec.get('precision') or '').upper()}, "
                  f"{form}) to {t.get('name', 'the target')}"
-                 + ("; bundle: `bundle/bundle.tar.gz`." if rec["stage"] in ("quantize", "engine") else "."))
+                 + ("; bundle: `bundle/bundle.tar.gz`." if rec["stage"] in (QUANTIZE, ENGINE) else "."))
         second = _gain_line(rows, rec, base)
     return [first, second, _measure_line(rows, t, run_dir or "RUN")]

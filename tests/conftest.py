@@ -141,16 +141,31 @@ def make_device(device_image, tmp_path):
         dev.stop()
 
 
-DEVICE_FAST = ("--target", "jetson-orin-nano", "--prune", "0", "--finetune-epochs", "0", "--int8-fallback", "none",
+DEVICE_FAST = ("--target", "jetson-orin-nano", "--prune", "0.3", "--finetune-epochs", "0", "--int8-fallback", "none",
                "--max-accuracy-drop", "100",  # the tiny model is near chance: its INT8 row must not fall out of budget
                "--calib-size", "16", "--latency-min-time", "0.1", "--no-memory")
+PIPELINE_ARGS = DEVICE_FAST  # the settings of the shared run (pipeline_run): re-running with them reuses every stage
+
+
+def ran_stages(stderr: str) -> list:
+    """The stages a CLI `optimize` ran (not reused), in order, from its "[i/n] NAME ..." lines."""
+    import re
+
+    return re.findall(r"^\[\d+/\d+\] (\w+) \.\.\.$", stderr, re.M)
 
 
 @pytest.fixture(scope="session")
-def device_host_run(tmp_path_factory, tiny_ckpt, demo_data):
-    """A finished `optimize --target jetson-orin-nano` run without --device (every host stage done once, fast
-    settings DEVICE_FAST): the --device tests copy it, and only the device stage runs."""
-    out = tmp_path_factory.mktemp("device-run") / "run"
-    proc = run_cli("optimize", "--model", tiny_ckpt, "--data", demo_data, "--out", out, *DEVICE_FAST)
+def pipeline_run(tmp_path_factory, tiny_ckpt, demo_data):
+    """ONE finished `optimize` run (every host stage, pruning 0.3 without fine-tuning, fast settings PIPELINE_ARGS),
+    shared by every test file that needs a run folder: read it, or copy it (shutil.copytree) before changing it."""
+    out = tmp_path_factory.mktemp("pipeline-run") / "run"
+    proc = run_cli("optimize", "--model", tiny_ckpt, "--data", demo_data, "--out", out, *PIPELINE_ARGS)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def device_host_run(pipeline_run):
+    """The shared run (`optimize --target jetson-orin-nano` without --device): the --device tests copy it, and only
+    the device stage runs."""
+    return pipeline_run

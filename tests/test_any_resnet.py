@@ -97,10 +97,12 @@ def _prune(tmp_path, demo_data, model, trust=True, ratio=0.4):
 @pytest.mark.parametrize("name, form", [("cifar", PROGRAM_ARCH), ("resnet50d", "timm:resnet50d"),
                                         ("seresnet50", "timm:seresnet50")])
 def test_prune_reload_export_quantize_check(tmp_path, demo_data, name, form):
+    from edgeres.config import OptimizeConfig
     from edgeres.data.model_inputs import resolve_model_preprocess
     from edgeres.evaluate import evaluate_artifact
     from edgeres.onnx_check import check_file
-    from edgeres.onnx_export import ExportConfig, run_export
+    from edgeres.onnx_export import ExportConfig
+    from edgeres.pipeline import export_command
     from edgeres.quant.run import run_quantize
     from edgeres.quant.settings import QuantizeConfig
     from edgeres.targets import get_target
@@ -120,7 +122,8 @@ def test_prune_reload_export_quantize_check(tmp_path, demo_data, name, form):
     assert abs(torch_macs_params(back.model, 32)[0] / info["macs_after"] - 1) < 0.05
     pre = resolve_model_preprocess(back.meta.preprocess, None)
     assert evaluate_artifact(tmp_path / "p.pt", demo_data, pre, progress=False)["images"] > 0
-    ex = run_export(tmp_path / "p.pt", tmp_path / "p.onnx", ExportConfig(parity_images=8), data=demo_data)
+    ex = export_command(OptimizeConfig(model=str(tmp_path / "p.pt"), data=str(demo_data)), tmp_path / "p.onnx",
+                        ExportConfig(parity_images=8))
     assert ex["parity"]["passed"] and ex["batchnorm_left"] == 0
     target = get_target("jetson-orin-nano")
     q = run_quantize(tmp_path / "p.onnx", demo_data, target, tmp_path / "q.onnx", QuantizeConfig(subset_size=16))

@@ -1,5 +1,6 @@
 """Logging and progress: -q silences, -v shows library logs, training says nothing when its caller silences it,
-and one line per epoch / stage when stderr is not a terminal."""
+and one line per epoch / stage when stderr is not a terminal. The training tests run fit's epoch loop, bar and log
+lines with the optimizer steps and the validation pass stubbed out (stub_training): no model is trained."""
 
 from __future__ import annotations
 
@@ -26,28 +27,52 @@ def _restore_logging():
     logging.getLogger("edgeres").setLevel(logging.NOTSET)
 
 
+@pytest.fixture
+def stub_training(monkeypatch):
+    """fit without training: each epoch advances the bar by its steps and returns a fixed loss, validation returns
+    fixed logits (10 classes, 80% top-1); checkpoints, the CSV and the log lines are written as in a real run."""
+    import torch
+
+    from edgeres.train import loop
+
+    calls = []
+
+    def epoch(run, train_dl, epoch, pbar):
+        calls.append(epoch)
+        pbar.update(run.steps_per_epoch)
+        return 0.5, 0.01
+
+    def predict(model, dl, device):
+        return torch.eye(10), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 0])
+
+    monkeypatch.setattr(loop, "_train_epoch", epoch)
+    monkeypatch.setattr(loop, "predict_logits", predict)
+    return calls
+
+
 def _train(demo_data, out, progress_on):
     return train_model(demo_data, out, arch="resnet18", pre=Preprocess(size=32), progress=progress_on,
                        cfg=TrainConfig(epochs=2, batch_size=16, max_steps_per_epoch=2))
 
 
-def test_silenced_training_prints_nothing(tmp_path, demo_data, capsys, caplog):
+def test_silenced_training_prints_nothing(tmp_path, demo_data, capsys, caplog, stub_training):
     progress.setup_logging(0)
     caplog.set_level(logging.DEBUG, logger="edgeres")
     _train(demo_data, tmp_path / "m.pt", False)
     out, err = capsys.readouterr()
-    assert out == "" and err == ""
+    assert stub_training == [0, 1] and out == "" and err == ""
     assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name.startswith("edgeres"))
     assert any("epoch 2/2" in r.getMessage() for r in caplog.records)  # still there for -v
 
 
-def test_training_logs_one_line_per_epoch_without_a_tty(tmp_path, demo_data, capsys):
+def test_training_logs_one_line_per_epoch_without_a_tty(tmp_path, demo_data, capsys, stub_training):
     progress.setup_logging(0)  # pytest's stderr is not a terminal: no bar, one line an epoch
     _train(demo_data, tmp_path / "m.pt", True)
     out, err = capsys.readouterr()
     epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
-    assert "ETA" in epochs[0] and "val top-1" in epochs[0] and "\r" not in err and out == ""
+    assert epochs[0].startswith("epoch 1/2: loss 0.500  val top-1 80.00%  top-5 100.00%  (best)  [")
+    assert "(best)" not in epochs[1] and "ETA" in epochs[0] and "\r" not in err and out == ""
 
 
 def test_quiet_and_verbose_levels():
@@ -74,13 +99,13 @@ def test_nncf_stdout_only_with_verbose():
     assert all(h.level == logging.INFO for h in handlers)
 
 
-def test_cli_q_silences_and_rejects_q_with_v(tmp_path, demo_data):
+def test_cli_q_silences_and_rejects_q_with_v(tmp_path, demo_data, stub_training):
     runner = CliRunner()
     args = ["train", "--data", str(demo_data), "--out", str(tmp_path / "m.pt"), "--arch", "resnet18", "--image-size",
             "32", "--epochs", "1", "--batch-size", "64"]
     loud = runner.invoke(main, args)
     assert loud.exit_code == 0, loud.output
-    assert "epoch 1/1:" in loud.stderr
+    assert "epoch 1/1: loss 0.500  val top-1 80.00%" in loud.stderr
     quiet = runner.invoke(main, ["-q", *args[:4], str(tmp_path / "q.pt"), *args[5:]])
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stderr == "" and "best val top-1" in quiet.stdout

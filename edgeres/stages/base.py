@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeres.stage_names import BASELINE, EXPORT, QUANTIZE
 from edgeres.utils import save_npy_atomic
 
 
@@ -59,6 +60,11 @@ class Context:
         self.pre = None
         self.fleet = None  # with --device: the connected devices (edgeres.device.fleet.Fleet)
         self.latency_measure = None  # with --device: times pruning candidates there (edgeres.device.latency)
+        # a stage run alone by its command (edgeres.pipeline.export_command): it writes its artifact, measures nothing,
+        # and takes the command's own options
+        self.measuring = True
+        self.load_options: dict = {}  # extra options of load_model (--num-classes)
+        self.export_config = None  # ExportConfig of `edgeres export` (--fixed-batch, --no-simplify); None: cfg's opset
 
     # ---------------------------------------------------------------- paths and earlier stages
     def stage_dir(self, name: str) -> Path:
@@ -74,7 +80,7 @@ class Context:
 
     def deploy_onnx(self) -> Path:
         """The ONNX file that ships: the INT8 file where the quantize stage made one, else the FP32 export."""
-        return self.artifact("quantize", "onnx") or self.artifact("export", "onnx")
+        return self.artifact(QUANTIZE, "onnx") or self.artifact(EXPORT, "onnx")
 
     # ---------------------------------------------------------------- the model
     @property
@@ -82,7 +88,7 @@ class Context:
         if self._loaded is None:
             from edgeres.models import load_model
 
-            self._loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model)
+            self._loaded = load_model(self.cfg.model, trust_model=self.cfg.trust_model, **self.load_options)
         return self._loaded
 
     def load(self, path):
@@ -90,8 +96,8 @@ class Context:
         where the file has none or only placeholders (``class_0``...), and the run's preprocessing recorded."""
         from edgeres.models import load_model
 
-        lm = load_model(path, trust_model=self.cfg.trust_model)
-        if not lm.meta.classes or lm.meta.classes[0].startswith("class_"):
+        lm = load_model(path, trust_model=self.cfg.trust_model, **self.load_options)
+        if self.splits is not None and (not lm.meta.classes or lm.meta.classes[0].startswith("class_")):
             lm.meta.classes = list(self.splits.classes)
         lm.meta.preprocess = self.pre.to_dict()
         return lm
@@ -102,24 +108,26 @@ class Context:
 
     # ---------------------------------------------------------------- measurement
     def baseline_logits(self):
-        p = self.run_dir / "baseline" / "logits.npy"
+        p = self.run_dir / BASELINE / "logits.npy"
         return np.load(p) if p.exists() else None
 
     def baseline_top1(self):
-        r = self.results.get("baseline")
+        r = self.results.get(BASELINE)
         rows = [x for x in (r.rows if r else self._baseline_rows) if x["runtime"] == "torch" and x["top1"] is not None]
         return rows[0]["top1"] if rows else None
 
     def measure(self, stage: str, artifact: Path, runtime: str, note: str = "", model=None) -> list:
         from edgeres.measure import measure
 
+        if not self.measuring:
+            return []
         m = measure(stage, artifact, runtime, self.pre, self.splits.val, self.mcfg,
                     reference_logits=self.baseline_logits(), baseline_top1=self.baseline_top1(), note=note,
                     model=model)
         if m.logits is not None:  # kept for later stages' comparisons, across resumed runs too
             save_npy_atomic(self.stage_dir(stage) / f"logits_{runtime}.npy", m.logits)
-        if stage == "baseline" and runtime == "torch" and m.logits is not None:
-            save_npy_atomic(self.run_dir / "baseline" / "logits.npy", m.logits)
+        if stage == BASELINE and runtime == "torch" and m.logits is not None:
+            save_npy_atomic(self.run_dir / BASELINE / "logits.npy", m.logits)
             for r in m.rows:
                 r["top1_delta"], r["agreement"] = 0.0, 100.0
             self._baseline_rows = m.rows

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgeres.stage_names import BASELINE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
 class BaselineStage(Stage):
-    name = "baseline"
+    name = BASELINE
     keys = ("model", "image_size", "crop_ratio", "mean", "std", "opset")
     runtime = "torch"
 

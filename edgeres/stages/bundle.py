@@ -3,34 +3,26 @@ package, labels, preprocessing, the TensorRT build spec, validation images and t
 
 from __future__ import annotations
 
+from edgeres.stage_names import BUNDLE, EXPORT, QUANTIZE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
 class BundleStage(Stage):
-    name = "bundle"
+    name = BUNDLE
     keys = ("target",)
     runtime = "edgeres_deploy"
 
     def run(self, ctx: Context) -> StageResult:
-        from edgeres.bundle import make_bundle
-        from edgeres.engine_build import onnx_build_spec
+        from edgeres.bundle import bundle_of_run
         from edgeres.report import new_row
 
-        t = ctx.target
         d = ctx.stage_dir(self.name)
-        onnx_path = ctx.deploy_onnx()
-        spec = None
-        if t.runtime == "tensorrt":
-            spec = onnx_build_spec(onnx_path, "model.engine", t, ctx.pre, dla_core=ctx.cfg.dla_core,
-                                   sparsity=bool(ctx.cfg.sparsity))
-        extra = {"source_run": str(ctx.run_dir.name)}
-        if t.runtime == "onnxruntime" and ctx.results.get("quantize") is not None:  # x86: the faster runtime
-            from edgeres.recommend import faster_runtime
-
-            extra["backend"], extra["backend_p50_ms"] = faster_runtime(ctx.results["quantize"].rows)
-        res = make_bundle(d / "bundle.tar.gz", onnx_path, t, ctx.pre, ctx.splits.classes, spec=spec,
-                          calib_cache=ctx.artifact("quantize", "calib_cache"), extra=extra,
-                          validation=ctx.splits.val, fp32_onnx=ctx.artifact("export", "onnx"))
+        q = ctx.results.get(QUANTIZE)
+        res = bundle_of_run(d / "bundle.tar.gz", ctx.deploy_onnx(), ctx.target, ctx.pre, ctx.splits.classes,
+                            source_run=str(ctx.run_dir.name), quantize_rows=q.rows if q is not None else None,
+                            dla_core=ctx.cfg.dla_core, sparsity=bool(ctx.cfg.sparsity),
+                            calib_cache=ctx.artifact(QUANTIZE, "calib_cache"), validation=ctx.splits.val,
+                            fp32_onnx=ctx.artifact(EXPORT, "onnx"))
         ref = res.get("reference_sha256")
         row = new_row(stage=self.name, artifact="bundle.tar.gz", runtime=self.runtime, input_size=ctx.pre.size,
                       model_size_mb=res["size_mb"], status="ok",

@@ -5,19 +5,20 @@ split; its rows are the report's engine rows (edgeres.device)."""
 
 from __future__ import annotations
 
+from edgeres.stage_names import BUNDLE, DEVICE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
 class DeviceStage(Stage):
-    name = "device"
+    name = DEVICE
     keys = ("target", "device")
     runtime = "tensorrt"
 
     def run(self, ctx: Context) -> StageResult:
         from edgeres.device.measure import measure_bundle, summary_line
 
-        bundle = ctx.artifact("bundle", "bundle")
-        ref = ctx.results["bundle"].info.get("reference_sha256")
+        bundle = ctx.artifact(BUNDLE, "bundle")
+        ref = ctx.results[BUNDLE].info.get("reference_sha256")
         sizes = sorted({1, ctx.target.max_batch})
         rows, info, artifacts = [], {}, {}
         # a finished stage being redone (--force device, or changed inputs) measures again; an interrupted one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgeres.engine_build import run_engine
 from edgeres.errors import StageSkipped, Unavailable
+from edgeres.stage_names import ENGINE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
@@ -11,7 +12,7 @@ class EngineStage(Stage):
     """The TensorRT engine, where this host can build one (a labelled host proxy for a Jetson); otherwise skipped,
     with the trtexec line to run on the device in engine/trtexec.txt."""
 
-    name = "engine"
+    name = ENGINE
     keys = ("target", "dla_core", "sparsity")
     runtime = "tensorrt"
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from edgeres.onnx_export import ExportConfig, export_checked
+from edgeres.stage_names import EXPORT, PRUNE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
 class ExportStage(Stage):
     """The (pruned) model as an FP32 ONNX file: BN folded, metadata, parity with PyTorch checked."""
 
-    name = "export"
+    name = EXPORT
     keys = ("opset",)
     runtime = "onnxruntime"
 
@@ -17,9 +18,10 @@ class ExportStage(Stage):
         from pathlib import Path
 
         d = ctx.stage_dir(self.name)
-        lm = ctx.load(ctx.artifact("prune", "model") or Path(ctx.cfg.model))
+        lm = ctx.load(ctx.artifact(PRUNE, "model") or Path(ctx.cfg.model))
         out = d / "model.onnx"
-        info = export_checked(lm.model, out, ctx.pre, lm.meta, ExportConfig(opset=ctx.cfg.opset), ctx.splits.val)
+        ecfg = ctx.export_config or ExportConfig(opset=ctx.cfg.opset)
+        info = export_checked(lm.model, out, ctx.pre, lm.meta, ecfg, ctx.splits.val if ctx.splits else None)
         if ctx.cfg.sparsity:
             from edgeres.prune.sparsity import check_onnx_2_4
 

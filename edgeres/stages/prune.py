@@ -6,6 +6,7 @@ from __future__ import annotations
 from edgeres.errors import StageSkipped
 from edgeres.prune.channels import PruneConfig
 from edgeres.prune.finetune import FinetuneConfig, prune_and_finetune
+from edgeres.stage_names import PRUNE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
@@ -14,7 +15,7 @@ class PruneStage(Stage):
     sparsity, then distillation fine-tuning from the unpruned model; under torchrun the other ranks join the
     fine-tuning (edgeres.ddp)."""
 
-    name = "prune"
+    name = PRUNE
     keys = ("prune", "target_latency_ms", "target_speedup", "sparsity", "importance", "finetune_epochs", "kd_alpha",
             "kd_temperature", "finetune_lr", "batch_size", "seed", "target", "amp", "pipeline", "workers")
     runtime = "torch"

@@ -9,6 +9,7 @@ from edgeres.errors import StageSkipped
 from edgeres.quant.budget import budget_note
 from edgeres.quant.run import run_quantize
 from edgeres.quant.settings import QuantizeConfig
+from edgeres.stage_names import EXPORT, PRUNE, QUANTIZE
 from edgeres.stages.base import Context, Stage, StageResult
 
 
@@ -16,7 +17,7 @@ class QuantizeStage(Stage):
     """INT8 post-training quantization in the target's form, held to its accuracy budget against the FP32 export
     (other calibration methods, float layers, QAT when over it); measured against the FP32 export."""
 
-    name = "quantize"
+    name = QUANTIZE
     keys = ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed", "int8_max_drop",
             "int8_fallback", "qat_epochs")
     runtime = "onnxruntime"
@@ -40,9 +41,9 @@ class QuantizeStage(Stage):
         qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=cfg.int8_max_drop,
                             fallback=tuple(cfg.int8_fallback), qat_epochs=cfg.qat_epochs)
         out = d / "model_int8.onnx"
-        qat = make_qat(ctx.artifact("prune", "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
+        qat = make_qat(ctx.artifact(PRUNE, "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
                        lr=qc.qat_lr, batch_size=cfg.batch_size, trust_model=cfg.trust_model, log=ctx.log)
-        info = run_quantize(ctx.artifact("export", "onnx"), None, t, out, qc, seed=cfg.seed, calib_set=cs,
+        info = run_quantize(ctx.artifact(EXPORT, "onnx"), None, t, out, qc, seed=cfg.seed, calib_set=cs,
                             pre_overrides=ctx.pre_overrides(), splits=ctx.splits, qat=qat, log=ctx.log)
         info.pop("nncf_log", None)
         note = ("ONNX Runtime as the accuracy proxy for the TensorRT engine (latency of S8 Q/DQ on CPU is not the "
@@ -50,7 +51,7 @@ class QuantizeStage(Stage):
         if info.get("budget"):
             note = budget_note(info["budget"]) + "; " + note
         rows = ctx.measure(self.name, out, "onnxruntime", note=note)
-        fp32, int8 = ctx.stage_logits("export", "onnxruntime"), ctx.stage_logits(self.name, "onnxruntime")
+        fp32, int8 = ctx.stage_logits(EXPORT, "onnxruntime"), ctx.stage_logits(self.name, "onnxruntime")
         if fp32 is not None and int8 is not None and fp32.shape == int8.shape:
             from edgeres.metrics import agreement, topk_accuracy
 
