@@ -12,6 +12,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgeres_deploy.metrics import safe_cell  # noqa: E402
+
 from edgeres.metrics import default_threads, measure_latency  # noqa: E402
 
 
@@ -59,7 +61,7 @@ def write_csv(path, rows: list) -> None:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: (round(v, 3) if isinstance(v, float) else safe_cell(v)) for k, v in r.items()})
     print(markdown(rows, cols))
     print(f"\nwrote {path} ({platform.processor() or platform.machine()}, {default_threads()} threads)")
 

@@ -72,6 +72,9 @@ def _print_result(res):
             click.secho(f"{r['stage']}: {r['status']}: {r['note']}", fg="yellow", err=True)
     for line in res.get("verdict") or verdict_lines(res["rows"], res["recommendation"], target, res["run_dir"]):
         console.print(Markdown(line))
+    if res.get("bundle"):
+        console.print(f"bundle: {res['bundle']['path']} (manifest sha256 {res['bundle']['manifest_sha256']}: "
+                      "set EDGERES_MANIFEST_SHA256 to it on the device)", soft_wrap=True)
     console.print(f"report: {res['report'].get('summary')} (report.csv, report.json, report.png) in {res['seconds']:.0f}s")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
 from edgeres.device.rows import fold
 from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
-from edgeres.stage_names import DEVICE, ENGINE, EXPORT, PRUNE, STAGE_NAMES
+from edgeres.stage_names import BUNDLE, DEVICE, ENGINE, EXPORT, PRUNE, STAGE_NAMES
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
 from edgeres.stages.bundle import BundleStage
@@ -222,13 +222,15 @@ class Pipeline:
         rows = fold([r for name in names for r in ctx.results[name].rows])  # device rows stand in for skipped ones
         rec = recommend(rows, ctx.target, self.cfg.max_accuracy_drop)
         summary = summary_lines(rows, ctx, rec)
+        bundle = bundle_pin(ctx)
         paths = write_report(self.run_dir, rows, host_info(ctx.mcfg.resolved_threads()), summary,
                              extra={"recommendation": rec, "target": ctx.target.to_dict(), "manifest": manifest,
+                                    "bundle": bundle,
                                     "stages": {n: {"status": ctx.results[n].status, "note": ctx.results[n].note,
                                                    "artifacts": ctx.results[n].artifacts} for n in names}})
         return {"run_dir": str(self.run_dir), "rows": rows, "recommendation": rec, "report": {k: str(v) for k, v in paths.items()},
                 "seconds": time.time() - t0, "ran": list(timings), "target": ctx.target.to_dict(),
-                "verdict": [x for x in summary[:5] if x]}
+                "verdict": [x for x in summary[:5] if x], "bundle": bundle}
 
     @staticmethod
     def _run_stage(stage, ctx: Context) -> StageResult:
@@ -312,6 +314,14 @@ def export_command(cfg: OptimizeConfig, out, export_config=None, num_classes: in
     return res.info
 
 
+def bundle_pin(ctx) -> dict | None:
+    """The run's bundle and its manifest's sha256 (the pin the device checks with EDGERES_MANIFEST_SHA256), or None
+    when the bundle stage did not make one."""
+    res = ctx.results.get(BUNDLE)
+    sha = res.info.get("manifest_sha256") if res is not None and res.status == "ok" else None
+    return {"path": str(ctx.run_dir / res.artifacts["bundle"]), "manifest_sha256": sha} if sha else None
+
+
 def summary_lines(rows: list, ctx, rec: dict) -> list:
     """summary.md's head: the three-line verdict (verdict_lines), then the run's context."""
     from edgeres.report_table import verdict_lines
@@ -324,6 +334,11 @@ def summary_lines(rows: list, ctx, rec: dict) -> list:
         lines.append(f"Chosen: {rec['decided_by']}.")
     if rec.get("speedup_note"):
         lines.append(f"Speed-up: {rec['speedup_note']}.")
+    pin = bundle_pin(ctx)
+    if pin:
+        lines.append(f"Bundle: `{pin['path']}`, manifest sha256 `{pin['manifest_sha256']}` (on the device, "
+                     f"`export EDGERES_MANIFEST_SHA256={pin['manifest_sha256']}` before `./run.sh` refuses any other "
+                     "manifest).")
     pr = ctx.results.get(PRUNE)
     if pr is not None and pr.info.get("latency_search"):
         from edgeres.prune.latency import summary

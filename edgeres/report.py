@@ -10,13 +10,22 @@ import io
 import json
 from pathlib import Path
 
-from edgeres_deploy.metrics import REPORT_COLUMNS, REQUIRED_COLUMNS
+from edgeres_deploy.metrics import REPORT_COLUMNS, REQUIRED_COLUMNS, safe_cell
 
-from edgeres.stage_names import BASELINE
+from edgeres.stage_names import BASELINE, DEVICE, STAGE_NAMES
 from edgeres.utils import write_json_atomic, write_text_atomic
 
 COLUMNS = REPORT_COLUMNS  # docs/design.md §3; defined once, beside the device runtime that writes it too
 STATUSES = ("ok", "skipped", "failed")
+TEXT_COLUMNS = ("stage", "artifact", "runtime", "device", "precision", "status", "note")
+INT_COLUMNS = ("batch_size", "input_size", "params", "macs")
+ROW_STAGES = STAGE_NAMES + (DEVICE, "check")  # "check": the bundle's self-check row, written on the device
+RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt", "edgeres_deploy")
+# (low, high) of each number a row may hold; a merged device row outside them is refused, not folded in
+_BOUNDS = {"batch_size": (1, 1 << 20), "input_size": (1, 1 << 16), "params": (0, 1e13), "macs": (0, 1e16),
+           "top1": (0, 100), "top5": (0, 100), "agreement": (0, 100), "top1_delta": (-100, 100)}
+_MAX_FIGURE = 1e9  # latencies (ms), throughput, sizes (MB), memory, power (W), energy (mJ): any larger is no figure
+_MAX_TEXT = 4000
 _ROUND = {"top1": 3, "top5": 3, "top1_delta": 3, "agreement": 3, "latency_p50_ms": 4, "latency_p90_ms": 4,
           "latency_p99_ms": 4, "throughput_ips": 2, "model_size_mb": 3, "peak_rss_mb": 1, "gpu_mem_mb": 1,
           "power_w": 3, "energy_mj_per_image": 3}
@@ -42,7 +51,7 @@ def _cell(col, v) -> str:
         if v != v:  # NaN: unknown
             return ""
         return f"{round(v, _ROUND.get(col, 4))}"
-    return str(v)
+    return str(safe_cell(v)) if col in TEXT_COLUMNS else str(v)
 
 
 def rows_to_csv(rows: list) -> str:
@@ -68,20 +77,36 @@ def parse_csv(f, name="report.csv") -> list:
     if [c for c in names if c in COLUMNS] != [c for c in COLUMNS if c in names] or not set(REQUIRED_COLUMNS) <= set(names):
         raise ValueError(f"{name} does not have the edgeres report columns")
     rows = []
-    for raw in reader:
+    for line, raw in enumerate(reader, 2):
         row = {}
         for c in COLUMNS:
             v = raw.get(c) or ""
-            if v == "":
-                row[c] = None
-            elif c in ("stage", "artifact", "runtime", "device", "precision", "status", "note"):
-                row[c] = v
-            elif c in ("batch_size", "input_size", "params", "macs"):
-                row[c] = int(float(v))
-            else:
-                row[c] = float(v)
+            try:
+                row[c] = None if v == "" else v if c in TEXT_COLUMNS else int(float(v)) if c in INT_COLUMNS \
+                    else float(v)
+            except (ValueError, OverflowError):
+                raise ValueError(f"{name}, line {line}: column {c} holds {v[:40]!r}, not a number") from None
         rows.append(row)
     return rows
+
+
+def check_row(row: dict, where: str) -> None:
+    """ValueError naming ``where`` and the column unless ``row`` is a report row edgeres could have written: a known
+    stage, runtime and status, every number finite and within its range, text of sane length."""
+    for col, known in (("stage", ROW_STAGES), ("runtime", RUNTIMES), ("status", STATUSES)):
+        if row.get(col) not in known:
+            raise ValueError(f"{where}: {col} {str(row.get(col))[:40]!r} is not one of {', '.join(known)}")
+    for col in COLUMNS:
+        v = row.get(col)
+        if v is None:
+            continue
+        if col in TEXT_COLUMNS:
+            if len(v) > _MAX_TEXT or any(ord(ch) < 32 and ch != "\t" for ch in v):
+                raise ValueError(f"{where}: column {col} holds control characters or over {_MAX_TEXT} characters")
+            continue
+        lo, hi = _BOUNDS.get(col, (0, _MAX_FIGURE))
+        if not (lo <= v <= hi):  # NaN fails both comparisons
+            raise ValueError(f"{where}: column {col} is {v!r}, outside {lo:g}..{hi:g}")
 
 
 def write_csv(path, rows: list) -> None:
@@ -143,8 +168,11 @@ def merge_run_report(run_dir, device_csvs: list) -> dict:
     for path in device_csvs:
         try:
             dev = read_csv(path)
-        except (OSError, ValueError) as e:
-            raise EdgeresError(f"cannot merge {path}: {e}") from None
+            for line, r in enumerate(dev, 2):
+                check_row(r, f"line {line}")
+        except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
+            raise EdgeresError(f"cannot merge {path}: {e}; fix or remove that row (the device writes it with "
+                               "`./run.sh bench --csv FILE`)") from None
         for r in dev:
             r["note"] = ((r.get("note") or "") + " [measured on the device]").strip()
         batches.append((str(path), dev))

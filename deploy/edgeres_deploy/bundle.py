@@ -279,7 +279,7 @@ def check_report_csv(path) -> None:
 
 def upsert_csv(path, row: dict) -> None:
     """Add ``row`` to a report-schema CSV, merging it into an existing row of the same stage/runtime/batch."""
-    from edgeres_deploy.metrics import REPORT_COLUMNS
+    from edgeres_deploy.metrics import REPORT_COLUMNS, safe_cell
 
     rows = []
     if os.path.exists(path):
@@ -298,5 +298,5 @@ def upsert_csv(path, row: dict) -> None:
         w = csv.DictWriter(f, fieldnames=REPORT_COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in REPORT_COLUMNS})
+            w.writerow({c: ("" if r.get(c) is None else safe_cell(r.get(c))) for c in REPORT_COLUMNS})
 

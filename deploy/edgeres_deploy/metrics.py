@@ -22,6 +22,27 @@ REPORT_COLUMNS = [
 REQUIRED_COLUMNS = [c for c in REPORT_COLUMNS if c not in ("power_w", "energy_mj_per_image")]
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(v):
+    """``v`` for a CSV cell that a spreadsheet cannot run: text starting with ``= + - @`` (or a tab or carriage
+    return) would be read as a formula by Excel, LibreOffice or Google Sheets when they open the CSV (CSV injection,
+    OWASP), so it gets a leading apostrophe; numbers, and text that reads as a number (``-0.5``), are unchanged."""
+    if not isinstance(v, str) or not v.startswith(_FORMULA_START):
+        return v
+    try:
+        float(v)
+        return v
+    except ValueError:
+        return "'" + v
+
+
+def safe_row(row: dict) -> dict:
+    """Every cell of ``row`` through :func:`safe_cell`."""
+    return {k: safe_cell(v) for k, v in row.items()}
+
+
 def topk_accuracy(logits: np.ndarray, targets: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict:
     """Top-k accuracy in percent. k larger than the class count counts as the class count."""
     logits, targets = np.asarray(logits), np.asarray(targets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from edgeres_deploy.metrics import safe_row
 
 from edgeres.quant.float_layers import keep_float
 from edgeres.quant.qdq import int8_layers
@@ -46,7 +47,7 @@ def write_sensitivity(rows: list, csv_path, png_path=None) -> None:
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(safe_row(r) for r in rows)
     if png_path is None:
         return
     try:

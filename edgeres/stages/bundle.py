@@ -29,4 +29,5 @@ class BundleStage(Stage):
                       note=f"{len(res['files'])} files; on the device: ./run.sh build && ./run.sh bench"
                       + (f" && ./run.sh check --expect-reference {ref}" if ref else ""))
         return StageResult(artifacts={"bundle": "bundle/bundle.tar.gz"}, rows=[row],
-                           info={"files": len(res["files"]), "reference_sha256": ref})
+                           info={"files": len(res["files"]), "reference_sha256": ref,
+                                 "manifest_sha256": res["manifest_sha256"]})

@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgeres_deploy.metrics import safe_row
+
 from edgeres.errors import EdgeresError
 from edgeres.train.config import TrainConfig
 from edgeres.train.device import dist_env, pick_device, predict_logits, use_amp
@@ -202,7 +204,7 @@ def _end_epoch(run: _Run, val_dl, epoch: int, loss: float, lr: float, paths: tup
     with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
         w.writeheader()
-        w.writerows(run.history)
+        w.writerows(safe_row(r) for r in run.history)
     eta = (time.time() - t_start) / (epoch + 1 - run.start_epoch) * (cfg.epochs - epoch - 1)
     say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.3f}  val top-1 {top1:.2f}%  "
         f"top-5 {acc['top5']:.2f}%{'  (best)' if improved else ''}  [{row['seconds']:.0f}s, ETA {eta:.0f}s]")
