@@ -247,3 +247,51 @@ def calibration_set_from(folder, n: int = DEFAULT_SIZE, seed: int = 0) -> Calibr
         samples = splits.train or splits.val
         return select_stratified(samples, n, seed, splits.classes, str(folder))
     return select_unlabeled(folder, n, seed)
+
+
+MAX_CHECK_IMAGES = 2000  # the INT8 budget's held-out slice: at most this many images (one image = 0.05 point)
+
+
+def calibration_with_holdout(folder, n: int = DEFAULT_SIZE, seed: int = 0, max_check: int = MAX_CHECK_IMAGES):
+    """A calibration set from ``folder`` and the images held out of it to check the INT8 budget on.
+
+    -> (CalibrationSet, [(path, class)] or None, a sentence saying where the check images came from). A ``train``/
+    ``val`` root calibrates on train and checks on val; a class-per-folder root (or a root with one of the two splits)
+    gives up a stratified slice per class folder (the images calibration would not use, at least a fifth, at most
+    ``max_check``), never used for calibration. A folder of unlabeled images has no held-out check (None).
+    """
+    from edgeres.data.folder import resolve_data
+    from edgeres.errors import DataError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"calibration folder {folder} does not exist; INT8 calibration needs a folder of images")
+    if not any(p.is_dir() for p in folder.iterdir()):
+        return (select_unlabeled(folder, n, seed), None,
+                f"{folder} has no class folders and no --data was given: the INT8 budget cannot be checked")
+    try:
+        splits = resolve_data(folder, val_fraction=0.0001, seed=seed)
+    except DataError as e:
+        raise CalibrationError(str(e)) from None
+    if splits.train and splits.val and (folder / "train").is_dir():
+        check = select_stratified(splits.val, max_check, seed, splits.classes, str(folder)).items
+        return (select_stratified(splits.train, n, seed, splits.classes, str(folder)), check,
+                f"{len(check)} images of {folder / 'val'} (calibration used {folder / 'train'} only)")
+    samples = splits.train + splits.val
+    frac = min(max(0.2, 1.0 - n / len(samples)), max_check / len(samples))
+    by_class: dict = {}
+    for p, c in sorted(samples):
+        by_class.setdefault(c, []).append(p)
+    rng = random.Random(seed)
+    check, rest = [], []
+    for c in sorted(by_class):
+        items = by_class[c]
+        rng.shuffle(items)
+        k = min(max(1, int(round(len(items) * frac))), len(items) - 1)  # each class keeps one image to calibrate on
+        check += [(p, c) for p in items[:k]]
+        rest += [(p, c) for p in items[k:]]
+    if not check or not rest:
+        raise CalibrationError(f"{folder} has too few images to calibrate and hold some out for the INT8 budget "
+                               "check; give --data (validation images) or more calibration images")
+    return (select_stratified(rest, n, seed, splits.classes, str(folder)), sorted(check),
+            f"{len(check)} images held out of {folder} (a stratified slice per class folder, not used for calibration)")

@@ -23,6 +23,8 @@ class _Checked(click.ParamType):
         if not isinstance(value, str):
             return value
         o = self.o
+        if o.nullable and value.strip().lower() in ("none", "null"):
+            return None
         try:
             if o.kind in ("int", "float"):
                 try:
@@ -93,8 +95,16 @@ def values(command: str, kw: dict) -> dict:
                 _warned.add(flag)
                 click.secho(f"warning: {command} {flag} is deprecated: use {BY_KEY[key].flag_for(command)}",
                             fg="yellow", err=True)
-            out[key] = old if out.get(key) is None else out[key]
+            out[key] = out[key] if _given(key) else old  # the new spelling, given too, wins
     for o in OPTIONS:
         if o.multiple and o.key in out:
             out[o.key] = list(out[o.key]) or (None if command in STAGE_COMMANDS else [])
     return out
+
+
+def _given(key: str) -> bool:
+    """Whether ``key``'s flag was given on the command line (not its default)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)

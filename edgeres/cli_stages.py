@@ -123,8 +123,9 @@ def export_cmd(model_path, out, fixed_batch, no_simplify, num_classes, opset, da
               help="Also write a TensorRT calibration cache (default for TensorRT 8.x targets: OUT's folder/calib.cache).")
 @flags("quantize")
 def quantize_cmd(onnx_path, out, no_bias_correction, model_path, calib_cache, **kw):
-    """INT8 post-training quantization with NNCF, right for the target's runtime; with --int8-max-drop, kept
-    within that budget of FP32 (other calibration methods, float layers, QAT)."""
+    """INT8 post-training quantization with NNCF, right for the target's runtime, kept within --int8-max-drop of FP32
+    (default 0.5 point, as `optimize`): measured on --data's validation images, or without --data on a stratified
+    slice held out of --calib (not calibrated on); over it: other calibration methods, float layers, QAT."""
     from edgeres.quant.run import run_quantize
     from edgeres.quant.settings import QuantizeConfig
     from edgeres.targets import get_target
@@ -133,12 +134,10 @@ def quantize_cmd(onnx_path, out, no_bias_correction, model_path, calib_cache, **
     target, calib, data, seed, int8_max_drop = kw["target"], kw["calib"], kw["data"], kw["seed"], kw["int8_max_drop"]
     qat_epochs, steps = kw["qat_epochs"], tuple(kw["int8_fallback"])
     t = get_target(target)
-    if int8_max_drop is not None and not data:
-        raise click.UsageError("--int8-max-drop needs --data (validation images to measure the INT8 file on)")
     cfg = QuantizeConfig(method=kw["calib_method"], subset_size=kw["calib_size"], bias_correction=not no_bias_correction,
                          int8_max_drop=int8_max_drop, fallback=steps, qat_epochs=qat_epochs)
     qat = None
-    if int8_max_drop is not None and "qat" in steps and model_path:
+    if int8_max_drop is not None and "qat" in steps and model_path and data:
         from edgeres.data import resolve_data
         from edgeres.quant.qat import make_qat
 
@@ -147,25 +146,38 @@ def quantize_cmd(onnx_path, out, no_bias_correction, model_path, calib_cache, **
     res = run_quantize(onnx_path, calib, t, out, cfg, data=data, calib_cache=calib_cache, seed=seed,
                        pre_overrides={k: kw[k] for k in ("image_size", "crop_ratio", "mean", "std")},
                        qat=qat, log=lambda m: click.echo(m, err=True))
+    _quantize_report(res, out, t)
+
+
+def _quantize_report(res: dict, out, t) -> None:
     s = res["summary"]
     click.echo(f"wrote {out} for {t.name} ({res['format']}): {s['int8_layers']} INT8 layers, "
-               f"{len(s['float_layers'])} float, Q/DQ dtypes {s['qdq_dtypes']}; manifest {res['manifest']}")
+               f"{len(s['float_layers'])} float, Q/DQ dtypes {s['qdq_dtypes']}, {res['calibration_images']} "
+               f"calibration images; manifest {res['manifest']}")
     if res.get("calib_cache"):
         click.echo(f"TensorRT calibration cache: {res['calib_cache']}")
-    if res.get("top1_fp32") is not None:
-        click.echo(f"top-1 FP32 {res['top1_fp32']:.2f}% -> INT8 {res['top1_int8']:.2f}% "
-                   f"({res['top1_int8'] - res['top1_fp32']:+.2f} points, ONNX Runtime)")
     ac = res.get("accuracy_control")
+    if res.get("budget"):
+        from edgeres.quant.budget import budget_note
+
+        b = res["budget"]
+        click.echo(f"top-1 FP32 {b['top1_fp32']:.2f}% -> INT8 {b['top1_int8']:.2f}% "
+                   f"({0.0 - b['drop_points']:+.2f} points, ONNX Runtime); " + budget_note(b))
+        if res.get("sensitivity_csv"):
+            click.echo(f"sensitivity per layer: {res['sensitivity_csv']} ({Path(res['sensitivity_png']).name})")
+    elif res.get("top1_fp32") is not None:
+        click.echo(f"top-1 FP32 {res['top1_fp32']:.2f}% -> INT8 {res['top1_int8']:.2f}% "
+                   f"({res['top1_int8'] - res['top1_fp32']:+.2f} points, ONNX Runtime); INT8 path: "
+                   + ("NNCF accuracy control" if ac else "plain PTQ, no budget (--int8-max-drop none)"))
+    elif res.get("budget_unchecked"):
+        click.secho(f"INT8 path: plain PTQ, budget NOT checked: {res['budget_unchecked']} (give --data with labelled "
+                    "validation images)", fg="yellow", err=True)
+    else:
+        click.echo("INT8 path: plain PTQ, no budget check (--int8-max-drop none)")
     if ac:
         click.echo(f"accuracy control kept {len(ac['float_layers'])} layers in float: {', '.join(ac['float_layers']) or '-'}")
         for st in ac["steps"]:
             click.echo(f"  reverted {st['reverted']} ops -> drop {st.get('drop_after_points', float('nan')):.2f} points")
-    if res.get("budget"):
-        from edgeres.quant.budget import budget_note
-
-        click.echo(budget_note(res["budget"]))
-        if res.get("sensitivity_csv"):
-            click.echo(f"sensitivity per layer: {res['sensitivity_csv']} ({Path(res['sensitivity_png']).name})")
 
 
 # ------------------------------------------------------------------------------------------------ check-onnx

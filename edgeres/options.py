@@ -126,9 +126,9 @@ OPTIONS = (
            "= KL (TensorRT's); nncf-default = NNCF's own", "quantize", choices=METHODS,
            commands=_STAGE + ("quantize",), flags={"quantize": "--method"}),
     Option("int8_max_drop", "float", 0.5, "the INT8 file's budget: top-1 points it may lose against its own FP32 "
-           "EXPORT, checked on the file that ships, on images calibration did not use; null: plain PTQ, no check",
-           "quantize", lo=0.0, hi=100.0, nullable=True, commands=_STAGE + ("quantize",),
-           cli_default={"quantize": None}),
+           "EXPORT, checked on the file that ships, on images calibration did not use (the validation split, or "
+           "without one a stratified slice held out of the calibration folder); null (flag: none): plain PTQ, no "
+           "check", "quantize", lo=0.0, hi=100.0, nullable=True, commands=_STAGE + ("quantize",)),
     Option("int8_fallback", "strlist", list(FALLBACKS), "over the INT8 budget, in this order, stopping at the first "
            "that fits: other calibration methods; the most sensitive layers kept float (FP16 on TensorRT); QAT "
            "fine-tuning; none: plain PTQ", "quantize", choices=FALLBACKS + ("none",),

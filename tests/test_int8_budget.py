@@ -252,12 +252,82 @@ def test_cli_options(cli, tmp_path, fp32_onnx, demo_data):
     proc = cli("quantize", "--onnx", fp32_onnx, "--calib", demo_data, "--target", "jetson", "--out", tmp_path / "q.onnx",
                "--int8-max-drop", "0.5", "--fallback", "methods,magic", "--data", demo_data)
     assert proc.returncode == 2 and "magic" in proc.stderr and "Traceback" not in proc.stderr
-    proc = cli("quantize", "--onnx", fp32_onnx, "--calib", demo_data, "--target", "jetson", "--out", tmp_path / "q.onnx",
-               "--int8-max-drop", "0.5")
-    assert proc.returncode == 2 and "--data" in proc.stderr
     assert not (tmp_path / "q.onnx").exists()
     helptext = cli("optimize", "--help").stdout
     assert "--int8-max-drop" in helptext and "EXPORT" in helptext and "BASELINE" in helptext
     from edgeres.pipeline import OptimizeConfig
 
     assert OptimizeConfig().int8_max_drop == 0.5 and OptimizeConfig().int8_fallback == ["methods", "float", "qat"]
+
+
+def test_quantize_command_keeps_the_stage_budget_by_default(cli, tmp_path, fp32_onnx, demo_data):
+    """`edgeres quantize` without a budget flag and without --data: the optimize stage's budget (0.5 point), measured
+    on a stratified slice held out of the calibration folder and never calibrated on; one line says the measured
+    drop and the path taken."""
+    import json
+    import re
+
+    from edgeres.calibration import calibration_with_holdout
+
+    from edgeres.cli_stages import quantize_cmd
+    from edgeres.pipeline import OptimizeConfig
+
+    default = next(p.default for p in quantize_cmd.params if p.name == "int8_max_drop")
+    assert default == OptimizeConfig().int8_max_drop == 0.5
+    out = tmp_path / "q.onnx"
+    proc = cli("quantize", "--onnx", fp32_onnx, "--calib", demo_data / "val", "--target", "jetson-orin-nano",
+               "--out", out, "--calib-size", "20", "--fallback", "none")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("top-1 FP32"))
+    m = re.search(r"\(([+-]\d+\.\d\d) points, ONNX Runtime\); INT8 path: plain PTQ \(histogram calibration\), "
+                  r"(within|OVER) the 0.5-point budget: ([+-]\d+\.\d\d) points vs FP32 on (\d+) images held out of "
+                  r".*stratified slice per class folder, not used for calibration", line)
+    assert m and m.group(1) == m.group(3), line
+    assert "INT8 budget check" in proc.stderr
+    # the slice: every class, none of it in the calibration manifest
+    cs, check, _ = calibration_with_holdout(demo_data / "val", 20, 0)
+    assert len(check) == int(m.group(4)) and len({c for _, c in check}) == 10
+    manifest = json.loads((tmp_path / "q.onnx.calib.json").read_text())
+    calibrated = {str(demo_data / "val" / im["path"]) for im in manifest["images"]}
+    assert calibrated == set(cs.paths) and not calibrated & {p for p, _ in check}
+
+
+def test_holdout_per_calibration_folder_layout(tmp_path, demo_data):
+    from edgeres.calibration import calibration_with_holdout
+
+    cs, check, source = calibration_with_holdout(demo_data, 20, 0)  # train/ + val/: calibrate on train, check on val
+    assert len(check) == 60 and all("/val/" in p for p, _ in check) and all("/train/" in p for p in cs.paths)
+    assert "calibration used" in source
+    cs, check, _ = calibration_with_holdout(demo_data / "train", 100, 0)  # 120 images: a fifth held out, per class
+    assert len(check) == 20 and sorted({c for _, c in check}) == list(range(10)) and len(cs) == 100
+    assert not set(cs.paths) & {p for p, _ in check}
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    import shutil
+
+    for p in list((demo_data / "val" / "circle").iterdir())[:3]:
+        shutil.copy(p, flat / p.name)
+    cs, check, source = calibration_with_holdout(flat, 20, 0)  # no class folders: no labels, no check
+    assert check is None and len(cs) == 3 and "cannot be checked" in source
+
+
+def test_path_label_says_which_path_was_taken():
+    from edgeres.quant.budget import path_label
+
+    att = [{"path": "ptq-histogram"}, {"path": "ptq-percentile"}]
+    b = {"path": "ptq-histogram", "method": "histogram", "attempts": att[:1], "float_layers": []}
+    assert path_label(b) == "plain PTQ (histogram calibration)"
+    b.update(path="ptq-percentile", method="percentile", attempts=att)
+    assert path_label(b).startswith("calibration method percentile")
+    b.update(path="ptq-percentile+float", float_layers=["conv1", "fc"], fp16_casts=True)
+    assert path_label(b) == "2 layers kept FP16 (percentile calibration)"
+    b.update(path="qat")
+    assert path_label(b).startswith("QAT")
+
+
+def test_int8_max_drop_none_on_the_command_line():
+    from edgeres.cli_options import _Checked
+    from edgeres.options import BY_KEY
+
+    assert _Checked(BY_KEY["int8_max_drop"]).convert("none", None, None) is None
+    assert _Checked(BY_KEY["int8_max_drop"]).convert("0.3", None, None) == 0.3

@@ -9,7 +9,7 @@
 
 Calibration methods: ``histogram`` (the default: MSE-optimal ranges from histograms), ``nncf-default`` (NNCF's own
 range estimator), ``minmax``, ``mean-minmax``, ``percentile``, ``entropy`` (KL thresholds, TensorRT's calibrator,
-computed with ONNX Runtime's EntropyCalibrater on NNCF's Q/DQ placement). Fast bias correction is on by default.
+2048 bins of |x|, 128 levels, on NNCF's Q/DQ placement). Fast bias correction is on by default.
 
 The INT8 budget (``int8_max_drop``, points of top-1 against the FP32 export) is always measured on the file that
 ships (the target's form: signed Q/DQ and the Add rule applied), on validation images calibration did not use. Over
@@ -28,7 +28,7 @@ Modules, from the bottom up (each imports only those above it):
 ``x86_rules``      x86's form (ONNX Runtime / OpenVINO): exact rewrites, uint8 activations
 ``shipped_form``   ``finalize``: NNCF's graph brought to the target's form
 ``scoring``        logits, top-1, drop and MSE vs FP32 in ONNX Runtime
-``ranges``         entropy (KL) activation ranges, written into the Q/DQ pairs
+``ranges``         entropy (KL) activation ranges, TensorRT's calibrator, written into the Q/DQ pairs
 ``ptq``            one NNCF run (or NNCF's accuracy control) -> the shipped form; ``quantize_onnx``
 ``float_layers``   layers kept in floating point (FP32 or explicit FP16), MACs per layer
 ``sensitivity``    per-layer sensitivity table and plot

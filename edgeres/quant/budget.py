@@ -170,15 +170,30 @@ def quantize_within_budget(fp32_path, out_path, target, calib_arrays, val_x, val
             "signed_rewrites": info["signed_rewrites"], "accuracy_control": None, "budget": search.report(), **paths}
 
 
+def path_label(b: dict) -> str:
+    """Which path produced the file, in words: plain PTQ, another calibration method, layers kept float, or QAT."""
+    path, method = b["path"], b.get("method")
+    first = next((a["path"] for a in b.get("attempts", []) if not a.get("skipped")), path)
+    if path == "qat":
+        return f"QAT (fine-tuned from the {method} PTQ file)"
+    if path.endswith("+float"):
+        prec = "FP16" if b.get("fp16_casts") else "float"
+        return f"{len(b['float_layers'])} layers kept {prec} ({method} calibration)"
+    if path == first:
+        return f"plain PTQ ({method} calibration)"
+    return f"calibration method {method} (the first, {first.removeprefix('ptq-')}, was over budget)"
+
+
 def budget_note(b: dict) -> str:
-    """One line for the report: which path produced the file, the layers kept in float and their MACs share."""
-    s = (f"INT8 path: {b['path']} ({'within' if b['within'] else 'OVER'} the {b['max_drop_points']}-point budget: "
-         f"{0.0 - b['drop_points']:+.2f} points vs FP32 on {b['validation_images']} held-out images)")
+    """One line for the report: the measured drop, which path produced the file, the layers kept in float and their
+    MACs share, and the images it was measured on."""
+    s = (f"INT8 path: {path_label(b)}, {'within' if b['within'] else 'OVER'} the {b['max_drop_points']}-point budget: "
+         f"{0.0 - b['drop_points']:+.2f} points vs FP32 on "
+         f"{b.get('validation_source') or str(b['validation_images']) + ' held-out images'}")
     skipped = [f"{a['path']} skipped: {a['skipped']}" for a in b.get("attempts", []) if a.get("skipped")]
     if skipped and not b["within"]:
         s += "; " + "; ".join(skipped)
     if b["float_layers"]:
-        prec = "FP16 (explicit casts)" if b.get("fp16_casts") else "float"
-        s += (f"; {len(b['float_layers'])} layers kept {prec}, {100 * b['float_macs_share']:.1f}% of MACs not INT8: "
+        s += (f"; {100 * b['float_macs_share']:.1f}% of MACs not INT8: "
               + ", ".join(b["float_layers"][:6]) + (" ..." if len(b["float_layers"]) > 6 else ""))
     return s

@@ -18,19 +18,45 @@ def onnx_preprocess(onnx_path) -> dict:
     return artifact_info(onnx_path).preprocess
 
 
+def _arrays(items, pre):
+    from edgeres.metrics import iter_batches
+
+    batches = list(iter_batches(items, pre, 64))
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
 def held_out_arrays(splits, calib_paths, pre):
     """(x, y) of the validation images that calibration did not use, preprocessed; refused when there are none."""
     import os
-
-    from edgeres.metrics import iter_batches
 
     used = {os.path.realpath(p) for p in calib_paths}
     held_out = [it for it in splits.val if os.path.realpath(it[0]) not in used]
     if not held_out:
         raise EdgeresError(f"every validation image of {splits.root} is in the calibration set; the INT8 accuracy must be "
                            "measured on images calibration did not use: calibrate from the train split or another folder")
-    batches = list(iter_batches(held_out, pre, 64))
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    return _arrays(held_out, pre)
+
+
+def _calibration_and_check(calib_dir, cfg, seed, pre, data, splits, calib_set, log):
+    """The calibration set, the (x, y) the budget is checked on ((None, None) without any), and where those came
+    from: ``--data``'s validation split (less any calibration image), else a stratified slice held out of the
+    calibration folder (never calibrated on)."""
+    from edgeres.calibration import calibration_set_from, calibration_with_holdout
+    from edgeres.data import resolve_data
+
+    if data or splits is not None or calib_set is not None or cfg.int8_max_drop is None:
+        cs = calib_set or calibration_set_from(calib_dir, cfg.subset_size, seed)
+        if not data and splits is None:
+            return cs, None, None, "no validation images given"
+        splits = splits if splits is not None else resolve_data(data)
+        x, y = held_out_arrays(splits, cs.paths, pre)
+        return cs, x, y, f"{len(y)} validation images of {splits.root} not used for calibration"
+    cs, check, source = calibration_with_holdout(calib_dir, cfg.subset_size, seed)
+    (log or (lambda s: None))(f"INT8 budget check: {source}")
+    if check is None:
+        return cs, None, None, source
+    x, y = _arrays(check, pre)
+    return cs, x, y, source
 
 
 def _cache_and_top1(info: dict, onnx_path, out, target, calib_cache, val_x, val_y) -> None:
@@ -64,8 +90,7 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
     """
     from pathlib import Path
 
-    from edgeres.calibration import calibration_set_from, load_arrays, write_manifest
-    from edgeres.data import resolve_data
+    from edgeres.calibration import load_arrays, write_manifest
     from edgeres.data.model_inputs import resolve_model_preprocess
 
     cfg = cfg or QuantizeConfig()
@@ -75,16 +100,16 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
         raise EdgeresError(f"target {target.name} has no useful INT8 ({', '.join(target.precisions)} only); "
                            "deploy the FP32/FP16 export instead")
     pre = resolve_model_preprocess(onnx_preprocess(onnx_path), pre_overrides)
-    cs = calib_set or calibration_set_from(calib_dir, cfg.subset_size, seed)
+    cs, val_x, val_y, source = _calibration_and_check(calib_dir, cfg, seed, pre, data, splits, calib_set, log)
     arrays = load_arrays(cs, pre)
-    val_x = val_y = None
-    if data or splits is not None:
-        val_x, val_y = held_out_arrays(splits if splits is not None else resolve_data(data), cs.paths, pre)
-    if cfg.int8_max_drop is not None:
+    if cfg.int8_max_drop is not None and val_x is not None:
         info = quantize_within_budget(onnx_path, out, target, arrays, val_x, val_y, cfg,
                                       qat=qat(pre) if qat is not None else None, log=log)
+        info["budget"]["validation_source"] = source
     else:
         info = quantize_onnx(onnx_path, out, target, arrays, cfg, val_x, val_y)
+        if cfg.int8_max_drop is not None:
+            info["budget_unchecked"] = source  # no labelled images calibration did not use: plain PTQ, said so
     manifest = f"{out}.calib.json"
     write_manifest(manifest, cs, pre)
     info["manifest"] = manifest
