@@ -62,6 +62,7 @@ def test_option_a_shortcut_rewritten_exactly_then_pruned_through(make):
         assert m(x).shape == (3, 10)
 
 
+@pytest.mark.slow
 def test_option_a_cifar_resnet_prunes_to_half_its_macs_reloads_exports_quantizes(tmp_path, demo_data):
     from edgeres.onnx_check import check_file
     from edgeres.onnx_export import ExportConfig, run_export
@@ -86,6 +87,7 @@ def test_option_a_cifar_resnet_prunes_to_half_its_macs_reloads_exports_quantizes
     assert check_file(tmp_path / "q.onnx", target) == []
 
 
+@pytest.mark.slow
 def test_unreachable_target_exits_1_with_the_best_reachable_figure(tmp_path, demo_data, cli):
     """The Jetson's INT8 channel multiple (32) on a 16/32/64-wide network: the line says the best reachable, what
     blocks the rest and which --round-to would reach it; nothing is written unless the shortfall is accepted."""
@@ -119,6 +121,32 @@ def test_shortfall_names_the_stem_and_inline_shortcuts():
 
     with pytest.raises(EdgeresError, match="coupled through an operation the pruner cannot follow"):
         ratio_for_target(_randomize_bn(Inline()), PruneConfig(ratio=None, round_to=8, keep_stem=False), 32, 0.05)
+
+
+@pytest.mark.slow
+def test_latency_targets_that_cannot_be_reached_stop_unless_accepted(tmp_path, demo_data):
+    from edgeres.data import Preprocess
+    from edgeres.prune.latency import LatencyTarget, find_ratio, run_prune_latency
+    from edgeres.targets import get_target
+
+    # the MACs fallback of a TensorRT target: --target-speedup 50 is --target-macs 0.02, out of reach
+    with pytest.raises(EdgeresError, match=r"--target-speedup 50 \(as --target-macs 0\.020\) cannot be reached: "
+                                           r"the best reachable is 0\.\d\d of the MACs"):
+        find_ratio(_randomize_bn(CifarResNet(n=1)), get_target("jetson"), Preprocess(size=32),
+                   LatencyTarget(speedup=50.0), PruneConfig(ratio=None, round_to=8))
+    # a measured search that never meets the target (an injected, flat latency)
+    src = _save(tmp_path, _randomize_bn(CifarResNet(n=1)))
+
+    def run(accept):
+        return run_prune_latency(src, tmp_path / "p.pt", PruneConfig(ratio=None, round_to=8, accept_shortfall=accept),
+                                 FinetuneConfig(epochs=0), LatencyTarget(speedup=3.0), data=demo_data,
+                                 target=get_target("x86-cpu"), trust_model=True, progress=False,
+                                 pre_overrides={"image_size": 32}, measure=lambda r: {"latency_ms": 9.0, "base_ms": 10.0})
+
+    with pytest.raises(EdgeresError, match=r"--target-speedup 3 cannot be reached: the best measured is 1\.11x"):
+        run(False)
+    assert not (tmp_path / "p.pt").exists()
+    assert run(True)["shortfall"].startswith("--target-speedup 3 cannot be reached")
 
 
 def test_rounding_never_prunes_a_layer_to_nothing():
