@@ -42,7 +42,8 @@ def prune_cmd(model_path, out, ratio, target_macs, global_pruning, round_to, ite
     if target_latency_ms is not None and target_speedup is not None:
         raise click.UsageError("give --target-latency-ms or --target-speedup, not both")
     cfg = PruneConfig(ratio=ratio, target_macs=target_macs, importance=kw["importance"], global_pruning=global_pruning,
-                      round_to=round_to, iterative_steps=iterative_steps, keep_stem=not prune_stem, sparsity=sparsity)
+                      round_to=round_to, iterative_steps=iterative_steps, keep_stem=not prune_stem, sparsity=sparsity,
+                      accept_shortfall=kw["accept_shortfall"])
     latency = target_latency_ms is not None or target_speedup is not None
     if latency and (ratio is not None or target_macs is not None):
         raise click.UsageError("give one of --ratio, --target-macs, --target-latency-ms, --target-speedup")
@@ -67,6 +68,8 @@ def prune_cmd(model_path, out, ratio, target_macs, global_pruning, round_to, ite
     else:
         res = run_prune(model_path, out, cfg, ft, data=data, target=get_target(target), trust_model=trust_model,
                         pre_overrides=pre_overrides)
+    if res.get("shortfall"):
+        click.echo(f"shortfall accepted: {res['shortfall']}")
     click.echo(f"MACs {res['macs_before'] / 1e9:.3f} G -> {res['macs_after'] / 1e9:.3f} G "
                f"({res['macs_before'] / max(1, res['macs_after']):.2f}x fewer), params {res['params_before'] / 1e6:.2f} M -> "
                f"{res['params_after'] / 1e6:.2f} M, top-1 {res['top1_before']:.2f}% -> {res['top1_after']:.2f}%  -> {out}"

@@ -95,6 +95,9 @@ OPTIONS = (
     Option("target_speedup", "float", None, "... or whose measured speed-up over the unpruned model (same runtime) "
            "meets this (> 1)", "prune", lo=1.0, hi=1000.0, lo_open=True, nullable=True, commands=("optimize", "prune"),
            doc="targets this host cannot run (Jetson) fall back to MACs (1/S of them)"),
+    Option("accept_shortfall", "bool", False, "when --target-macs, --target-speedup or --target-latency-ms cannot be "
+           "reached, prune to the best reachable (said in the report's note) instead of stopping with exit 1", "prune",
+           commands=("optimize", "prune")),
     Option("sparsity", "choice", None, "2:4 semi-structured sparsity (Ampere/Blackwell Jetsons)", "prune",
            choices=("2:4",), nullable=True, commands=_STAGE + ("prune",)),
     Option("importance", "choice", "l2", "channel importance", "prune", choices=IMPORTANCES, commands=("prune",)),

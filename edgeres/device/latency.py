@@ -22,12 +22,13 @@ def device_measure(session, model, target, pre, goal, prune_cfg=None, classes=No
     import numpy as np
 
     from edgeres.device.measure import timing_key
+    from edgeres.models import num_outputs
     from edgeres.prune.channels import PruneConfig, channel_prune
     from edgeres.prune.latency import _artifact_builder
 
     log = log or (lambda msg: None)
     size, batch = pre.size, target.batch
-    classes = list(classes or [str(i) for i in range(model.fc.out_features)])
+    classes = list(classes or [str(i) for i in range(num_outputs(model, min(size, 64)) or 1)])
     calib = np.random.default_rng(0).standard_normal((goal.calib_images, 3, size, size)).astype(np.float32)
     build = _artifact_builder(target, pre, classes, calib, workdir)
     # the candidates' structure as the host search makes it (one step, magnitude importance, the target's rounding)

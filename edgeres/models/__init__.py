@@ -20,7 +20,8 @@ Files brought by users are recognised by their content, never by their extension
 
 Modules: ``meta`` (``ModelMeta``, the form names), ``build`` (torchvision ResNets, layer shapes, the form a network is
 written as), ``checkpoint`` (``save_checkpoint``), ``load`` (``load_model``: every format, by content), ``program``
-(torch.export), ``timm_models``, ``graph`` (the classifier and stem found from a traced forward). This package's names
+(torch.export), ``timm_models``, ``graph`` (the classifier and stem found from a traced forward), ``shortcuts``
+(option-A zero-padding shortcuts rewritten into a channel selection the pruner follows). This package's names
 below are its public API.
 """
 

@@ -23,6 +23,7 @@ class PruneConfig:
     keep_stem: bool = True
     sparsity: str | None = None  # None or "2:4"
     seed: int = 0
+    accept_shortfall: bool = False  # a target that cannot be reached: prune to the best reachable (else: stop)
 
     def validate(self) -> None:
         if self.ratio is not None and self.target_macs is not None:
@@ -91,16 +92,12 @@ def kept_layers(model, keep_stem: bool = True, size: int = 64) -> list:
 
 def _make_pruner(model, cfg: PruneConfig, ratio: float, size: int):
     import torch
-    import torch_pruning as tp
+
+    from edgeres.prune.tp_rules import make_pruner
 
     ignored = kept_layers(model, cfg.keep_stem, size)
-    return tp.pruner.MetaPruner(
-        model, torch.randn(1, 3, size, size), importance=_importance(cfg.importance), global_pruning=cfg.global_pruning,
-        pruning_ratio=ratio, iterative_steps=cfg.iterative_steps, ignored_layers=ignored, round_to=cfg.round_to or 8,
-        # an explicit forward: Torch-Pruning's default tries model(*inputs) under a bare `except:`, which would
-        # swallow a Ctrl-C that lands there
-        forward_fn=lambda m, x: m(x),
-    )
+    return make_pruner(model, torch.randn(1, 3, size, size), _importance(cfg.importance), ratio, ignored,
+                       cfg.round_to or 8, cfg.iterative_steps, cfg.global_pruning)
 
 
 def _taylor_grads(model, batches) -> None:
@@ -114,40 +111,74 @@ def _taylor_grads(model, batches) -> None:
 
 
 def _macs(model, size: int) -> int:
+    return _pruned_macs_params(model, size)[0]
+
+
+def _pruned_macs_params(model, size: int) -> tuple:
+    """(MACs, params) of a (pruned) model; a network pruning left unable to run is said in one line."""
     from edgeres.metrics import torch_macs_params
 
-    return torch_macs_params(model, size)[0]
+    try:
+        return torch_macs_params(model, size)
+    except RuntimeError as e:
+        raise EdgeresError(f"pruning left {type(model).__name__} unable to run ({str(e).splitlines()[0][:200]}): "
+                           "its channels are coupled through an operation the pruner cannot follow. Please report "
+                           "this with the model's architecture; --ratio/--target-macs cannot prune it as it is") from None
+
+
+def macs_fraction_at(model, cfg: PruneConfig, size: int, ratio: float, base: int | None = None) -> float:
+    """The fraction of ``model``'s MACs left after one-shot pruning of a copy at ``ratio`` (magnitude importance for
+    Taylor, which needs gradients)."""
+    one = copy.copy(cfg)
+    one.iterative_steps = 1
+    if one.importance == "taylor":  # magnitude proxy for the search; Taylor is used for the real pruning
+        one.importance = "l2"
+    trial = copy.deepcopy(model)
+    _make_pruner(trial, one, ratio, size).step()
+    return _macs(trial, size) / (base or _macs(model, size))
+
+
+def search_macs(model, cfg: PruneConfig, size: int, target_fraction: float, max_ratio: float = 0.95) -> tuple:
+    """Binary-search the smallest channel ratio whose pruned model keeps at most ``target_fraction`` of the MACs.
+
+    Returns (ratio, met, fraction): ``met`` False when even ``max_ratio`` keeps more (then ratio is ``max_ratio`` and
+    fraction what it keeps: the best reachable).
+    """
+    from edgeres.models.shortcuts import rewrite_shortcuts
+
+    rewrite_shortcuts(model, size)
+    base = _macs(model, size)
+    lo, hi, best = 0.0, max_ratio, None
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        f = macs_fraction_at(model, cfg, size, mid, base)
+        if f > target_fraction:
+            lo = mid
+        else:
+            hi, best = mid, f
+    if best is not None:
+        return hi, True, best
+    f = macs_fraction_at(model, cfg, size, max_ratio, base)
+    return max_ratio, f <= target_fraction, f
 
 
 def ratio_for_macs(model, cfg: PruneConfig, size: int, target_fraction: float) -> float:
-    """Binary-search the channel ratio whose pruned model keeps about ``target_fraction`` of the MACs."""
-    base = _macs(model, size)
-    lo, hi = 0.0, 0.95
-    for _ in range(8):
-        mid = (lo + hi) / 2
-        trial = copy.deepcopy(model)
-        one = copy.copy(cfg)
-        one.iterative_steps = 1
-        p = _make_pruner(trial, one, mid, size)
-        if cfg.importance == "taylor":  # magnitude proxy for the search; Taylor is used for the real pruning
-            one.importance = "l2"
-            p = _make_pruner(trial, one, mid, size)
-        p.step()
-        if _macs(trial, size) / base > target_fraction:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    """The channel ratio whose pruned model keeps about ``target_fraction`` of the MACs (see ``search_macs``)."""
+    return search_macs(model, cfg, size, target_fraction)[0]
 
 
 def channel_prune(model, cfg: PruneConfig, size: int, grad_batches=None, between_steps=None) -> dict:
     """Prune ``model`` in place. ``between_steps(i)`` (e.g. fine-tuning) runs after each of the iterative steps.
 
-    Returns {"ratio", "macs_before", "macs_after", "params_before", "params_after"}.
+    Option-A shortcuts are first rewritten into channel selections the pruner follows (edgeres.models.shortcuts).
+    Returns {"ratio", "macs_before", "macs_after", "params_before", "params_after", "rewritten"}.
     """
     from edgeres.metrics import torch_macs_params
+    from edgeres.models.shortcuts import ChannelSelect, rewrite_shortcuts
 
     check_prunable(model, size)
+    rewrite_shortcuts(model, size)
+    rewritten = [n for n, m in model.named_modules() if isinstance(m, ChannelSelect)]  # here or by the MACs search
     model.eval()
     macs0, params0 = torch_macs_params(model, size)
     ratio = cfg.ratio if cfg.ratio is not None else ratio_for_macs(model, cfg, size, cfg.target_macs)
@@ -161,5 +192,6 @@ def channel_prune(model, cfg: PruneConfig, size: int, grad_batches=None, between
         model.zero_grad(set_to_none=True)
         if between_steps is not None and i < cfg.iterative_steps - 1:
             between_steps(i)
-    macs1, params1 = torch_macs_params(model, size)
-    return {"ratio": ratio, "macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1}
+    macs1, params1 = _pruned_macs_params(model, size)
+    return {"ratio": ratio, "macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1,
+            "rewritten": rewritten}

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from edgeres.errors import EdgeresError
 from edgeres.prune.channels import PruneConfig, channel_prune, check_prunable
 from edgeres.prune.forms import choose_form, verify_reload
+from edgeres.prune.reach import ratio_for_target
 from edgeres.prune.sparsity import apply_2_4
 
 
@@ -31,8 +32,6 @@ def _checked(cfg: PruneConfig, target) -> PruneConfig:
     """``cfg`` validated, its channel rounding the target's (when not given), its sparsity one the target runs."""
     cfg.validate()
     if cfg.round_to is None and target is not None:  # the channel counts the target's fastest kernels want
-        from dataclasses import replace
-
         cfg = replace(cfg, round_to=target.channel_multiple)
     if cfg.sparsity == "2:4" and target is not None and not target.sparsity_2_4:
         raise EdgeresError(f"target {target.name} has no 2:4 sparse tensor cores; use an Orin/Thor target or drop --sparsity")
@@ -91,6 +90,22 @@ def _save_and_finetune(out_path, model, meta, ft: FinetuneConfig, finetune, trus
     return ft_result
 
 
+def _step_finetune(out_path, model, size: int, finetune, trust_model: bool):
+    """``between_steps`` of iterative pruning: fine-tune into ``OUT.stepN.pt``, continue from its best epoch, and
+    reload-check that file as the final one is (a step file that does not read back is removed, the prune fails)."""
+
+    def between(i: int) -> None:
+        from edgeres.models import load_model
+
+        step = out_path.with_name(f"{out_path.stem}.step{i + 1}.pt")
+        finetune(step)
+        model.load_state_dict(load_model(step, trust_model=trust_model).model.state_dict())
+        model.eval()
+        verify_reload(step, model, size, trust_model)
+
+    return between
+
+
 def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig, out_path, target=None,
                        progress: bool = True, trust_model: bool = False) -> dict:
     """Prune ``loaded`` (a LoadedModel), fine-tune with distillation from the unpruned model, save to ``out_path``.
@@ -119,11 +134,17 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
     def finetune(step_out):
         return fit(model, splits, pre, tcfg, step_out, meta, teacher=teacher, masks=masks, progress=progress)
 
-    info = {"ratio": 0.0}
+    info, asked = {"ratio": 0.0}, cfg
     if cfg.ratio is not None or cfg.target_macs is not None:
-        step_path = lambda i: out_path.with_name(f"{out_path.stem}.step{i + 1}.pt")
+        shortfall = None
+        if cfg.target_macs is not None:  # the ratio for it, or the sentence that says it cannot be reached
+            ratio, shortfall = ratio_for_target(model, cfg, size, cfg.target_macs)
+            cfg = replace(cfg, ratio=ratio, target_macs=None)
         info = channel_prune(model, cfg, size, _grad_batches(splits, pre, ft, cfg.seed),
-                             between_steps=(lambda i: finetune(step_path(i))) if ft.epochs > 0 else None)
+                             between_steps=_step_finetune(out_path, model, size, finetune, trust_model)
+                             if ft.epochs > 0 else None)
+        if shortfall:
+            info["shortfall"] = shortfall
     else:
         from edgeres.metrics import torch_macs_params
 
@@ -133,7 +154,7 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
         masks = apply_2_4(model)
         meta.sparsity = "2:4"
         info["sparse_layers"] = len(masks)
-    meta.extra["prune"] = {**asdict(cfg), **{k: v for k, v in info.items()}}
+    meta.extra["prune"] = {**asdict(asked), **{k: v for k, v in info.items()}}
     ft_result = _save_and_finetune(out_path, model, meta, ft, finetune, trust_model)
     model.eval()
     verify_reload(out_path, model, size, trust_model)

@@ -219,13 +219,14 @@ def host_measure(model, target, pre, goal: LatencyTarget, prune_cfg=None, batch:
 
     import numpy as np
 
+    from edgeres.models import num_outputs
     from edgeres.prune.channels import channel_prune
 
     candidates = host_runtimes(target) if goal.runtime is None else [goal.runtime]
     batch, size = batch or target.batch, pre.size
     if calib is None:
         calib = np.random.default_rng(0).standard_normal((goal.calib_images, 3, size, size)).astype(np.float32)
-    classes = classes or [str(i) for i in range(model.fc.out_features)]
+    classes = classes or [str(i) for i in range(num_outputs(model, min(size, 64)) or 1)]
     build = _artifact_builder(target, pre, classes, calib[: goal.calib_images],
                               workdir or tempfile.mkdtemp(prefix="edgeres-latency-"))
     pcfg = _search_prune_config(prune_cfg, target)
@@ -327,7 +328,8 @@ def find_ratio(model, target, pre, goal: LatencyTarget, prune_cfg=None, calib=No
 
 def macs_fallback(model, target, pre, goal: LatencyTarget, prune_cfg, reason: str, log=None) -> dict:
     """``--target-speedup S`` as ``--target-macs 1/S`` where the target's runtime cannot be timed here."""
-    from edgeres.prune.channels import PruneConfig, ratio_for_macs
+    from edgeres.prune.channels import PruneConfig
+    from edgeres.prune.reach import ratio_for_target
 
     if goal.speedup is None:
         raise EdgeresError(f"--target-latency-ms needs the target's runtime on this host ({reason}); for this target "
@@ -335,14 +337,16 @@ def macs_fallback(model, target, pre, goal: LatencyTarget, prune_cfg, reason: st
     pcfg = replace(prune_cfg or PruneConfig(), ratio=None, target_macs=1.0 / goal.speedup, iterative_steps=1)
     if pcfg.round_to is None:
         pcfg = replace(pcfg, round_to=target.channel_multiple)
-    ratio = ratio_for_macs(copy.deepcopy(model).eval(), pcfg, pre.size, pcfg.target_macs)
+    ratio, shortfall = ratio_for_target(copy.deepcopy(model).eval(), pcfg, pre.size, pcfg.target_macs,
+                                        f"{goal.describe()} (as --target-macs {pcfg.target_macs:.3f})")
     fallback = (f"{reason}: fell back to MACs ({goal.describe()} searched as --target-macs {1.0 / goal.speedup:.3f}, "
                 "latency taken as proportional to MACs; measure the engine on the device)")
     if log:
         log(fallback)
     return {"target": goal.describe(), "ratio": ratio, "reached": None, "measured_speedup": None, "latency_ms": None,
             "base_ms": None, "trials": [], "stop": "MACs bisection (8 steps)", "method": "macs-fallback",
-            "fallback": fallback, "runtime": None, "precision": None, "batch": target.batch, "input_size": pre.size}
+            "fallback": fallback, "runtime": None, "precision": None, "batch": target.batch, "input_size": pre.size,
+            "shortfall": shortfall}
 
 
 def summary(res: dict) -> str:
@@ -366,6 +370,7 @@ def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, 
     from edgeres.models import load_model
     from edgeres.prune.channels import check_prunable
     from edgeres.prune.finetune import run_prune
+    from edgeres.prune.reach import latency_shortfall
 
     if target is None:
         raise EdgeresError("--target-latency-ms/--target-speedup need --target (the runtime the latency is measured in)")
@@ -374,8 +379,11 @@ def run_prune_latency(model_path, out, cfg, ft, goal: LatencyTarget, data=None, 
     pre = resolve_model_preprocess(loaded.meta.preprocess, pre_overrides)
     found = find_ratio(loaded.model, target, pre, goal, cfg, classes=loaded.meta.classes or None,
                        log=_log.info if progress else None, measure=measure, measure_factory=measure_factory)
+    shortfall = latency_shortfall(found, loaded.model, cfg, pre.size, target)  # raises unless accepted
     cfg = replace(cfg, ratio=found["ratio"], target_macs=None)
     info = run_prune(model_path, out, cfg, ft, data=data, target=target, trust_model=trust_model,
                      pre_overrides=pre_overrides, progress=progress)
     info["latency_search"] = found
+    if shortfall:
+        info["shortfall"] = shortfall
     return info

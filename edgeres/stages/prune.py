@@ -16,8 +16,9 @@ class PruneStage(Stage):
     fine-tuning (edgeres.ddp)."""
 
     name = PRUNE
-    keys = ("prune", "target_latency_ms", "target_speedup", "sparsity", "importance", "finetune_epochs", "kd_alpha",
-            "kd_temperature", "finetune_lr", "batch_size", "seed", "target", "amp", "pipeline", "workers")
+    keys = ("prune", "target_latency_ms", "target_speedup", "accept_shortfall", "sparsity", "importance",
+            "finetune_epochs", "kd_alpha", "kd_temperature", "finetune_lr", "batch_size", "seed", "target", "amp",
+            "pipeline", "workers")
     runtime = "torch"
 
     @staticmethod
@@ -36,19 +37,22 @@ class PruneStage(Stage):
             raise StageSkipped("pruning off (--prune 0)")
         d = ctx.stage_dir(self.name)
         loaded = ctx.load(cfg.model)  # a fresh copy: pruning changes it in place
-        pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed)
+        pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed,
+                         accept_shortfall=cfg.accept_shortfall)
         ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
                             lr=cfg.finetune_lr, batch_size=cfg.batch_size, amp=cfg.amp, pipeline=cfg.pipeline,
                             workers=cfg.workers)
         search = None
         if latency_goal:  # the ratio whose measured latency meets the target (or the MACs fallback, named in the note)
             from edgeres.prune.latency import LatencyTarget, find_ratio
+            from edgeres.prune.reach import latency_shortfall
 
             # with --device the pipeline gives the factory that times each candidate's engine on the board
             search = find_ratio(loaded.model, ctx.target, ctx.pre,
                                 LatencyTarget(cfg.target_latency_ms, cfg.target_speedup), pc,
                                 classes=ctx.splits.classes, threads=cfg.threads, log=ctx.log,
                                 measure_factory=ctx.latency_measure)
+            search["shortfall"] = latency_shortfall(search, loaded.model, pc, ctx.pre.size, ctx.target)
             pc.ratio = search["ratio"]
         ddp.send_job({"prune": pc, "finetune": ft})  # under torchrun: the other ranks join the fine-tuning
         info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target,
@@ -63,6 +67,8 @@ class PruneStage(Stage):
 
             info["latency_search"] = search
             note += f"; {summary(search)}"
+            if search.get("shortfall"):
+                note += f"; shortfall accepted: {search['shortfall']}"
         rows = ctx.measure(self.name, d / "model.pt", "torch", note=note, model=info["model"])
         keep = {k: v for k, v in info.items() if k not in ("model", "meta")}
         return StageResult(artifacts={"model": "prune/model.pt"}, rows=rows, info=keep)

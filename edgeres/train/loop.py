@@ -24,15 +24,18 @@ from edgeres.train.device import dist_env, pick_device, predict_logits, use_amp
 log = logging.getLogger(__name__)
 
 
-def _freeze_backbone(model) -> None:
-    import torch.nn as nn
+def _freeze_backbone(model, size: int = 32) -> None:
+    """Only the classifier learns: the Linear that produces the logits, found from the traced forward as the pruner
+    finds it (edgeres.models.graph), whatever its name (``fc``, ``linear``, ``head.fc``, ``classifier``)."""
+    from edgeres.models.graph import trace_anatomy
 
-    fc = getattr(model, "fc", None)
-    if not isinstance(fc, nn.Linear):
-        raise EdgeresError("--freeze-backbone needs a model with an `fc` head")
+    head = trace_anatomy(model, min(size, 64)).classifier
+    if head is None:
+        raise EdgeresError("--freeze-backbone needs a model whose logits come from a Linear classifier; this model's "
+                           "do not (train it without --freeze-backbone)")
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in fc.parameters():
+    for p in model.get_submodule(head).parameters():
         p.requires_grad_(True)
 
 
@@ -248,13 +251,13 @@ def _wrap(run: _Run, steps: int) -> None:
     run.warmup = int(cfg.warmup_epochs * run.steps_per_epoch)
 
 
-def _on_device(model, cfg: TrainConfig, device, say) -> tuple:
+def _on_device(model, cfg: TrainConfig, device, say, size: int = 32) -> tuple:
     """The model on its device and memory format (its backbone frozen if asked) -> (memory format, AMP policy); the
     precision chosen is said."""
     import torch
 
     if cfg.freeze_backbone:
-        _freeze_backbone(model)
+        _freeze_backbone(model, size)
     model.to(device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
@@ -286,7 +289,7 @@ def fit(model, splits, pre, cfg: TrainConfig, out_path, meta, teacher=None, mask
     say = log.info if (progress and rank == 0) else log.debug  # a silenced caller gets no output at all
     torch.manual_seed(cfg.seed)
     _check_splits(splits)
-    fmt, amp = _on_device(model, cfg, device, say)
+    fmt, amp = _on_device(model, cfg, device, say, pre.size)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     run = _Run(model=model, cfg=cfg, opt=opt, device=device, fmt=fmt, amp=amp, world=world, teacher=teacher, masks=masks,
                scaler=amp.grad_scaler(device.type))
