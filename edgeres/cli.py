@@ -12,11 +12,19 @@ from pathlib import Path
 import click
 
 from edgeres import __version__
-from edgeres.cli_common import EdgeresGroup, FiniteFloat, resolve_preprocess
+from edgeres.cli_common import (
+    MAX_BATCH,
+    MAX_CLASSES,
+    MAX_PER_CLASS,
+    SEED,
+    EdgeresGroup,
+    FiniteFloat,
+    resolve_preprocess,
+)
 from edgeres.cli_options import flags
 from edgeres.demo import DEMO as _DEMO  # plain data (no torch): the demo's recipe in one place
 from edgeres.errors import EdgeresError
-from edgeres.options import ARCHS
+from edgeres.options import ARCHS, RUNTIMES
 
 
 @click.group(cls=EdgeresGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -73,10 +81,10 @@ def data_grp():
 
 @data_grp.command("make-demo")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write DIR/train, DIR/val into.")
-@click.option("--train-per-class", type=click.IntRange(1), default=_DEMO["train_per_class"], show_default=True)
-@click.option("--val-per-class", type=click.IntRange(1), default=_DEMO["val_per_class"], show_default=True)
+@click.option("--train-per-class", type=click.IntRange(1, MAX_PER_CLASS), default=_DEMO["train_per_class"], show_default=True)
+@click.option("--val-per-class", type=click.IntRange(1, MAX_PER_CLASS), default=_DEMO["val_per_class"], show_default=True)
 @click.option("--size", type=click.IntRange(32, 1024), default=72, show_default=True, help="Image side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def make_demo_cmd(out, train_per_class, val_per_class, size, seed):
     """Write the embedded demo dataset (10 shape classes, ImageFolder layout). Deterministic; no download."""
     from edgeres.data.demo import make_demo
@@ -97,7 +105,7 @@ def train_options(f):
         click.option("--label-smoothing", type=FiniteFloat(0, 0.5), default=0.1, show_default=True),
         click.option("--min-scale", type=FiniteFloat(0.05, 1.0), default=0.35, show_default=True,
                      help="Smallest crop area of the random resized crop."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images with a warning instead of stopping."),
     ]
     for o in reversed(opts):
@@ -140,13 +148,24 @@ def train_cmd(data, out, arch, weights, partial_weights, freeze_backbone, resume
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
+def _runtime_fits(artifact, runtimes) -> None:
+    """A --runtime that cannot open this kind of file is a usage error, before the file is read."""
+    from edgeres.runtimes import runtimes_for
+
+    fits = runtimes_for(artifact)
+    bad = [r for r in runtimes if r not in fits]
+    if bad:
+        raise click.BadParameter(f"{bad[0]} cannot run {artifact}; for this kind of file use {' or '.join(fits)}",
+                                 param_hint="--runtime")
+
+
 @main.command("evaluate")
 @click.option("--model", "artifact", type=click.Path(), required=True, help=".pt, .onnx or .engine")
 @click.option("--data", type=click.Path(), required=True, help="ImageFolder root; its val split is used.")
-@click.option("--runtime", default=None, help="torch / onnxruntime / openvino / tensorrt (default: by file type).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="Default: by file type.")
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--num-classes", type=click.IntRange(1), default=None, help="For files without metadata: expected class count.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=32, show_default=True)
+@click.option("--num-classes", type=click.IntRange(1, MAX_CLASSES), default=None, help="For files without metadata: expected class count.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the results as JSON.")
 @click.option("--skip-corrupt", is_flag=True)
 @flags("evaluate")
@@ -156,9 +175,10 @@ def evaluate_cmd(artifact, data, runtime, split, batch_size, num_classes, json_o
     from edgeres.evaluate import evaluate_artifact
     from edgeres.runtimes import artifact_info
 
-    info = artifact_info(artifact, trust_model=trust_model) if Path(artifact).exists() else None
-    if info is None:
+    if not Path(artifact).exists():
         raise EdgeresError(f"model file {artifact} does not exist")
+    _runtime_fits(artifact, [runtime] if runtime else [])
+    info = artifact_info(artifact, trust_model=trust_model)
     pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
     res = evaluate_artifact(artifact, data, pre, runtime=runtime, split=split, batch_size=batch_size,
                             num_classes=num_classes, trust_model=trust_model, skip_corrupt=skip_corrupt)
@@ -177,8 +197,8 @@ def evaluate_cmd(artifact, data, runtime, split, batch_size, num_classes, json_o
 @click.option("--model", "artifact", type=click.Path(), required=True, help=".pt, .onnx or .engine")
 @click.option("--data", type=click.Path(), default=None, help="Also measure accuracy on this ImageFolder's val split.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write the rows (report.csv schema).")
-@click.option("--runtime", "runtimes", multiple=True, help="Runtime(s) to measure (default: every one for the file type).")
-@click.option("--batch-size", "batch_sizes", type=click.IntRange(1), multiple=True, default=(1,), show_default=True)
+@click.option("--runtime", "runtimes", type=click.Choice(RUNTIMES), multiple=True, help="Runtime(s) to measure (default: every one for the file type).")
+@click.option("--batch-size", "batch_sizes", type=click.IntRange(1, MAX_BATCH), multiple=True, default=(1,), show_default=True)
 @click.option("--device", "devices", multiple=True,
               help="Build the ONNX file's engine on this Jetson over ssh and measure it there (repeatable; "
                    "ssh://[user@]host[:port] or a ~/.ssh/config alias).")
@@ -195,6 +215,7 @@ def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, devices, target, t
     if not Path(artifact).exists():
         raise EdgeresError(f"model file {artifact} does not exist")
     kind = artifact_kind(artifact)
+    _runtime_fits(artifact, runtimes)
     info = artifact_info(artifact, trust_model=trust_model) if kind != "engine" else artifact_info(artifact)
     pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
     if devices:  # the engine built and measured on each Jetson, not on this host

@@ -9,6 +9,13 @@ import click
 
 from edgeres.errors import EdgeresError
 
+# bounds of the numeric flags outside the option table (edgeres.options), what a machine can do: no flag reaches a
+# library unchecked (a seed beyond 32 bits dies inside numpy/torch; a batch of 10^8 images inside an allocator)
+SEED = click.IntRange(0, 2**32 - 1)
+MAX_BATCH = 4096
+MAX_CLASSES = 1_000_000
+MAX_PER_CLASS = 100_000
+
 
 class EdgeresGroup(click.Group):
     """Turns edgeres errors and file-system errors (OSError) into one line on stderr and exit 1, Ctrl-C into exit 130:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from edgeres.cli_common import MAX_PER_CLASS
 from edgeres.cli_options import flags, values
 from edgeres.demo import DEMO as _DEMO  # plain data (no torch): the demo's recipe in one place
 from edgeres.errors import EdgeresError
@@ -102,11 +103,11 @@ def optimize_cmd(ctx, force, config_file, **kw):
 # ------------------------------------------------------------------------------------------------ demo
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=_DEMO["epochs"], show_default=True,
+@click.option("--epochs", type=click.IntRange(1, 10000), default=_DEMO["epochs"], show_default=True,
               help="Training epochs of the demo ResNet50 (from scratch, augmentation on).")
 @click.option("--image-size", type=click.IntRange(32, 224), default=_DEMO["image_size"], show_default=True)
-@click.option("--train-per-class", type=click.IntRange(2), default=_DEMO["train_per_class"], show_default=True)
-@click.option("--val-per-class", type=click.IntRange(2), default=_DEMO["val_per_class"], show_default=True)
+@click.option("--train-per-class", type=click.IntRange(2, MAX_PER_CLASS), default=_DEMO["train_per_class"], show_default=True)
+@click.option("--val-per-class", type=click.IntRange(2, MAX_PER_CLASS), default=_DEMO["val_per_class"], show_default=True)
 @click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True)
 @flags("demo")
 @run_options

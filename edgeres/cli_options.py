@@ -108,3 +108,24 @@ def _given(key: str) -> bool:
 
     ctx = click.get_current_context(silent=True)
     return ctx is not None and ctx.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)
+
+
+def check_target_use(command: str, target: str | None, given: dict):
+    """The target profile of ``target``, after refusing (a usage error, exit 2, before any work) an unknown target or
+    an option in ``given`` ({key: value}) that the target cannot use (edgeres.targets.cannot_use: the same rule as a
+    YAML key's). None for ``auto`` (the board decides, later) or no target."""
+    from edgeres.errors import EdgeresError
+    from edgeres.targets import cannot_use, get_target
+
+    if target in (None, "auto"):
+        return None
+    try:
+        t = get_target(target)
+    except EdgeresError as e:
+        raise click.BadParameter(str(e), param_hint="--target") from None
+    for key, value in given.items():
+        why = cannot_use(t, key, value)
+        if why:
+            shown = BY_KEY[key].flag_for(command) if key in BY_KEY and command in BY_KEY[key].commands else f"--{key}"
+            raise click.UsageError(f"{shown}{'' if value is True else f' {value}'}: {why}")
+    return t

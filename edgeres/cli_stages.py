@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgeres.cli_common import FiniteFloat, resolve_preprocess
-from edgeres.cli_options import flags, values
+from edgeres.cli_options import check_target_use, flags, values
 from edgeres.errors import EdgeresError, StageSkipped, Unavailable
 
 
@@ -38,6 +38,7 @@ def prune_cmd(model_path, out, ratio, target_macs, global_pruning, round_to, ite
 
     kw = values("prune", kw)
     data, target, sparsity, devices, trust_model = kw["data"], kw["target"], kw["sparsity"], kw["device"], kw["trust_model"]
+    check_target_use("prune", target, {"sparsity": sparsity})
     target_latency_ms, target_speedup = kw["target_latency_ms"], kw["target_speedup"]
     if target_latency_ms is not None and target_speedup is not None:
         raise click.UsageError("give --target-latency-ms or --target-speedup, not both")
@@ -216,14 +217,14 @@ def build_engine_cmd(onnx_path, out, sparsity, calib_cache, target, dla_core, im
     """Build a TensorRT engine (TRT 8.5 / 10.x / 11.x); without TensorRT here, say why and print the trtexec line."""
     from edgeres.engine_build import run_engine
     from edgeres.runtimes import artifact_info
-    from edgeres.targets import get_target
 
+    t = check_target_use("build-engine", target, {"engine": True, "dla_core": dla_core, "sparsity": sparsity})
     if not Path(onnx_path).is_file():
         raise EdgeresError(f"{onnx_path} does not exist")
     info = artifact_info(onnx_path)
     pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
     try:
-        res = run_engine(onnx_path, out, get_target(target), pre, classes=info.classes, dla_core=dla_core,
+        res = run_engine(onnx_path, out, t, pre, classes=info.classes, dla_core=dla_core,
                          sparsity=sparsity, calib_cache=calib_cache)
     except (StageSkipped, Unavailable) as e:
         click.secho(f"engine build skipped: {e}", fg="yellow", err=True)

@@ -28,7 +28,7 @@ class _Checked:
         self._check_target()
 
     def _check_target(self) -> None:
-        from edgeres.targets import get_target
+        from edgeres.targets import cannot_use, get_target
 
         if self.target == "auto":
             if not self.device:
@@ -38,12 +38,10 @@ class _Checked:
             t = get_target(self.target)
         except EdgeresError as e:
             raise ConfigError("target", "unknown target; " + str(e).split(";", 1)[-1].strip(), self.target) from None
-        if self.dla_core is not None and self.dla_core >= t.dla_cores:
-            raise ConfigError("dla_core", f"target {t.name} has {t.dla_cores} DLA cores"
-                              + (f" (0 to {t.dla_cores - 1})" if t.dla_cores else ""), self.dla_core)
-        if self.sparsity == "2:4" and not t.sparsity_2_4:
-            raise ConfigError("sparsity", f"target {t.name} has no 2:4 sparse tensor cores (Orin and Thor do)",
-                              self.sparsity)
+        for key in ("dla_core", "sparsity"):
+            why = cannot_use(t, key, getattr(self, key))
+            if why:
+                raise ConfigError(key, why, getattr(self, key))
 
     @classmethod
     def from_dict(cls, d: dict):

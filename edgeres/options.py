@@ -20,6 +20,7 @@ from edgeres.quant.settings import FALLBACKS, METHODS
 
 OPSET_RANGE = (17, 20)  # opset 17: TensorRT 8.5's newest; 20: torch.onnx's TorchScript exporter's newest (test_config_doc)
 MAX_THREADS = 4 * (os.cpu_count() or 1)  # a sane multiple of the cores: more only thrashes (and libgomp dies on huge)
+RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")  # the host's runtimes (edgeres.runtimes: the same names)
 STAGE_COMMANDS = ("optimize", "demo")  # the commands that take every flag of the pipeline's stages
 
 _log = logging.getLogger("edgeres")

@@ -120,6 +120,23 @@ UNSUPPORTED = {
 }
 
 
+def cannot_use(target: Target, key: str, value) -> str | None:
+    """Why ``target`` cannot use option ``key`` set to ``value`` (None when it can): the one rule for a flag, a YAML
+    key and a stage's own check, so that each refuses it the same way, before any work."""
+    if value is None or value is False:  # not `in (None, False)`: DLA core 0 == False
+        return None
+    if key == "dla_core":
+        if target.runtime != "tensorrt" or target.dla_cores < 1:
+            return f"target {target.name} has no DLA core (DLA: Orin NX, AGX Orin, Xavier NX); build for the GPU"
+        if value >= target.dla_cores:
+            return f"target {target.name} has {target.dla_cores} DLA cores (0 to {target.dla_cores - 1})"
+    if key == "sparsity" and not target.sparsity_2_4:
+        return f"target {target.name} has no 2:4 sparse tensor cores (Orin and Thor do)"
+    if key == "engine" and target.runtime != "tensorrt":
+        return f"target {target.name} runs {target.runtime}, not TensorRT: no engine to build"
+    return None
+
+
 def require_supported(target: Target) -> None:
     if target.name in UNSUPPORTED:
         raise EdgeresError(UNSUPPORTED[target.name])

@@ -16,27 +16,32 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from edgeres_deploy import bundle as B
 
 
-def _number(kind, low: float, what: str):
-    """argparse type: a finite number >= low (a usage error, exit 2, otherwise)."""
+def _number(kind, low: float, what: str, high: float = 1e6):
+    """argparse type: a finite number in [low, high] (a usage error, exit 2, otherwise): high bounds it by what the
+    machine can do (a batch of 10^9 images dies inside an allocator, 10^9 threads inside the runtime)."""
     def conv(text):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not math.isfinite(v) or v < low:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        if not math.isfinite(v) or v < low or v > high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} (at most {high:g})")
         return v
     return conv
 
 
 POSITIVE = _number(int, 1, "a whole number >= 1")
 NON_NEGATIVE = _number(int, 0, "a whole number >= 0")
-SECONDS = _number(float, 0.0, "a number of seconds >= 0")
+SECONDS = _number(float, 0.0, "a number of seconds >= 0", high=3600)
+BATCH = _number(int, 1, "a batch size >= 1", high=4096)
+THREADS = _number(int, 1, "a thread count >= 1", high=4 * (os.cpu_count() or 1))
+DLA_CORE = _number(int, 0, "a DLA core number >= 0", high=7)
 
 
 def _add_common(p, json_too: bool = True) -> None:
@@ -50,7 +55,7 @@ def _setup_commands(sub) -> None:
     b = sub.add_parser("build", help="build model.engine from model.onnx with this device's TensorRT, then check it")
     b.add_argument("--rebuild", "--force", action="store_true",
                    help="build even when model.engine is up to date, adopted, or not built here (it is replaced)")
-    b.add_argument("--dla-core", type=NON_NEGATIVE, default=None, help="run on this DLA core (GPU fallback on)")
+    b.add_argument("--dla-core", type=DLA_CORE, default=None, help="run on this DLA core (GPU fallback on)")
     b.add_argument("--no-fp16", action="store_true", help="no FP16 for layers without Q/DQ (TensorRT 8.5/10)")
     b.add_argument("--timing-cache", default=None, metavar="PATH",
                    help="start from this TensorRT timing cache kept outside the bundle (e.g. shared by boards of one "
@@ -58,12 +63,12 @@ def _setup_commands(sub) -> None:
     _add_common(b)
     a = sub.add_parser("adopt", help="take over an engine built elsewhere (trtexec): read, record, check; never rebuilt")
     a.add_argument("engine", nargs="?", default=None, help="the engine file (default: the bundle's model.engine)")
-    a.add_argument("--dla-core", type=NON_NEGATIVE, default=None, help="the DLA core the engine was built for")
+    a.add_argument("--dla-core", type=DLA_CORE, default=None, help="the DLA core the engine was built for")
     _add_common(a)
     c = sub.add_parser("check", help="validation images vs the host's reference outputs, on the runtime that ships")
     c.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default="auto",
                    help="auto: the bundle's runtime (TensorRT: the engine, never a fallback)")
-    c.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime)")
+    c.add_argument("--threads", type=THREADS, default=None, help="CPU threads (onnxruntime)")
     c.add_argument("--csv", default=None, help="write/merge the check's report.csv row")
     c.add_argument("--expect-reference", default=None, metavar="SHA256",
                    help="the reference digest the host's run recorded (report.json / bundle stage): refuse another")
@@ -75,9 +80,9 @@ def _measure_commands(sub) -> None:
                       ("evaluate", "top-1/top-5 on an ImageFolder")):
         p = sub.add_parser(name, help=hlp)
         p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "openvino"], default="auto")
-        p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (onnxruntime, openvino)")
+        p.add_argument("--threads", type=THREADS, default=None, help="CPU threads (onnxruntime, openvino)")
         if name == "bench":
-            p.add_argument("--batch-size", type=POSITIVE, nargs="+", default=[1])
+            p.add_argument("--batch-size", type=BATCH, nargs="+", default=[1])
             p.add_argument("--min-time", type=SECONDS, default=2.0)
             p.add_argument("--min-runs", type=POSITIVE, default=50)
             p.add_argument("--warmup", type=NON_NEGATIVE, default=10)
@@ -85,11 +90,11 @@ def _measure_commands(sub) -> None:
             _add_common(p)
         elif name == "predict":
             p.add_argument("images", nargs="+")
-            p.add_argument("--top-k", type=POSITIVE, default=5)
+            p.add_argument("--top-k", type=_number(int, 1, "a whole number >= 1", high=1000), default=5)
             _add_common(p)
         else:
             p.add_argument("dir")
-            p.add_argument("--batch-size", type=POSITIVE, default=32)
+            p.add_argument("--batch-size", type=BATCH, default=32)
             p.add_argument("--csv", default=None)
 
 

@@ -68,13 +68,39 @@ def load_model(path, trust_model: bool = False, num_classes: int | None = None, 
 
     Formats: edgeres checkpoint; a torchvision or timm ResNet state dict (bare or wrapped, class count from its head);
     TorchScript; a torch.export program; a whole pickled ``nn.Module`` only with ``trust_model`` (pickle can run
-    arbitrary code).
+    arbitrary code). Every parameter and buffer is checked once for NaN/Inf (:func:`check_finite`).
     """
+    lm = _load(Path(path), trust_model, num_classes, arch, classes)
+    check_finite(lm.model, path)
+    return lm
+
+
+def check_finite(model, path) -> None:
+    """ModelFileError naming the first parameter or buffer of ``model`` that holds NaN or Inf: such a model gives a
+    top-1 from the argmax of NaN and fails every later check with a misleading reason (export parity, reload)."""
+    import torch
+
+    named = getattr(model, "named_parameters", None)
+    if named is None:
+        return
+    for kind, items in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in items:
+            if not torch.is_tensor(t) or not t.is_floating_point():
+                continue
+            bad = ~torch.isfinite(t.detach())
+            if bool(bad.any()):
+                n_nan = int(torch.isnan(t.detach()).sum())
+                what = "NaN" if n_nan == int(bad.sum()) else "Inf" if n_nan == 0 else "NaN and Inf"
+                raise ModelFileError(f"{path}: {kind} {name} holds {what} ({int(bad.sum())} of {t.numel()} values): "
+                                     "the weights are damaged (a training run that diverged?); use an earlier "
+                                     "checkpoint or retrain")
+
+
+def _load(path: Path, trust_model: bool, num_classes, arch, classes) -> LoadedModel:
     import torch
 
     from edgeres.models.program import is_pt2, load_program
 
-    path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if is_pt2(path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+
+from edgeres.errors import ConfigError
 
 
 @dataclass
@@ -25,6 +28,17 @@ class TrainConfig:
     channels_last: bool = True  # NHWC: faster convolutions on x86 (oneDNN) and on tensor cores
     amp: str = "auto"  # auto | bf16 | fp16 | off (edgeres.amp: bf16 on CUDA sm_80+, fp16 + scaler on sm_7x, CPU as before)
     pipeline: str = "auto"  # auto | gpu | cpu | dali (edgeres.data.loaders: auto = gpu on CUDA)
+
+    def __post_init__(self):
+        """Every number finite and of its sign (the flags check the same; a Python caller gets it too): an inf weight
+        decay or a nan learning rate trains to NaN, and that must be refused, not trained."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not math.isfinite(v) or v < 0 or (f.name in ("lr", "batch_size", "min_scale") and v <= 0):
+                raise ConfigError(f.name, "must be a finite number " + (
+                    "> 0" if f.name in ("lr", "batch_size", "min_scale") else ">= 0"), v)
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adamw" else 0.05)

@@ -171,12 +171,37 @@ def _train_epoch(run: _Run, train_dl, epoch: int, pbar) -> tuple:
         n_seen += x.shape[0] * run.world
         pbar.update(1)
         if n_batches % 20 == 1:
-            pbar.set_postfix(loss=f"{float(loss_sum) / n_batches:.3f}", lr=f"{lr:.2e}", refresh=False)
+            mean = float(loss_sum) / n_batches
+            if run.world == 1:  # under DDP the ranks decide together, at the epoch's end (_stop_if_diverged)
+                _stop_if_diverged(run, mean, epoch)
+            pbar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", refresh=False)
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     run.seen += n_seen
     run.train_ips = n_seen / max(1e-9, time.time() - t0)
-    return float(loss_sum) / max(1, n_batches), lr
+    mean = float(loss_sum) / max(1, n_batches)
+    _stop_if_diverged(run, mean, epoch)
+    return mean, lr
+
+
+def _stop_if_diverged(run: _Run, loss: float, epoch: int) -> None:
+    """A NaN or Inf loss: the weights are NaN from here on, so stop before anything is saved (the best checkpoint of
+    an earlier epoch, if any, stays as it was). Under DDP every rank learns of any rank's divergence (no rank is left
+    waiting at a barrier)."""
+    import torch
+
+    bad = not math.isfinite(loss)
+    if run.world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if bad else 0.0], device=run.device if run.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        bad = bool(flag.item())
+    if bad:
+        cfg = run.cfg
+        raise EdgeresError(f"training diverged in epoch {epoch + 1}: the loss became {loss} (learning rate "
+                           f"{cfg.resolved_lr():g}, weight decay {cfg.resolved_wd():g}); nothing of this epoch was saved. "
+                           "Lower --lr (or --weight-decay), or check the starting weights")
 
 
 def _end_epoch(run: _Run, val_dl, epoch: int, loss: float, lr: float, paths: tuple, meta, t_start: float, say) -> None:
