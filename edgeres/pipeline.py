@@ -319,7 +319,7 @@ def bundle_pin(ctx) -> dict | None:
     when the bundle stage did not make one."""
     res = ctx.results.get(BUNDLE)
     sha = res.info.get("manifest_sha256") if res is not None and res.status == "ok" else None
-    return {"path": str(ctx.run_dir / res.artifacts["bundle"]), "manifest_sha256": sha} if sha else None
+    return {"path": str(ctx.run_dir / res.artifacts[BUNDLE]), "manifest_sha256": sha} if sha else None
 
 
 def summary_lines(rows: list, ctx, rec: dict) -> list:

@@ -28,6 +28,6 @@ class BundleStage(Stage):
                       model_size_mb=res["size_mb"], status="ok",
                       note=f"{len(res['files'])} files; on the device: ./run.sh build && ./run.sh bench"
                       + (f" && ./run.sh check --expect-reference {ref}" if ref else ""))
-        return StageResult(artifacts={"bundle": "bundle/bundle.tar.gz"}, rows=[row],
+        return StageResult(artifacts={BUNDLE: "bundle/bundle.tar.gz"}, rows=[row],
                            info={"files": len(res["files"]), "reference_sha256": ref,
                                  "manifest_sha256": res["manifest_sha256"]})

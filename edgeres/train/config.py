@@ -31,14 +31,15 @@ class TrainConfig:
 
     def __post_init__(self):
         """Every number finite and of its sign (the flags check the same; a Python caller gets it too): an inf weight
-        decay or a nan learning rate trains to NaN, and that must be refused, not trained."""
+        decay or a nan learning rate trains to NaN, and that must be refused, not trained. ``lr`` 0 is allowed here
+        (a frozen run: the QAT tests compare it with PTQ); the --lr flag asks for more than 0."""
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
-            if not math.isfinite(v) or v < 0 or (f.name in ("lr", "batch_size", "min_scale") and v <= 0):
+            if not math.isfinite(v) or v < 0 or (f.name in ("batch_size", "min_scale") and v <= 0):
                 raise ConfigError(f.name, "must be a finite number " + (
-                    "> 0" if f.name in ("lr", "batch_size", "min_scale") else ">= 0"), v)
+                    "> 0" if f.name in ("batch_size", "min_scale") else ">= 0"), v)
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adamw" else 0.05)
