@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
 from edgeres.device.rows import fold
-from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
+from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable, require_path  # noqa: F401
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
 from edgeres.stages.bundle import BundleStage
@@ -58,8 +58,7 @@ class Pipeline:
         cfg.validate()  # attributes may have been changed since construction
         if not cfg.model:
             raise EdgeresError("--model is required")
-        if not Path(cfg.model).is_file():
-            raise EdgeresError(f"model file {cfg.model} does not exist")
+        require_path(cfg.model, "file", "model file")
         for f in force:
             if f not in STAGE_NAMES + (("device",) if fleet is not None else ()):
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGE_NAMES)}")

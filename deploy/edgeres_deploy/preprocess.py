@@ -112,6 +112,14 @@ def open_image(path) -> Image.Image:
     """
     from PIL import UnidentifiedImageError
 
+    from edgeres_deploy.fsio import kind_problem, path_kind
+
+    try:
+        kind = path_kind(path)
+    except OSError:  # a link loop, no permission: PIL's open below reports it as the unreadable image it is
+        kind = "file"
+    if kind not in ("file", "missing", "folder"):  # a named pipe is never opened: it would block until a writer came
+        raise ImageError(kind_problem(path, "file", "image"))
     try:
         with Image.open(path) as img:
             img.load()
@@ -123,12 +131,26 @@ def open_image(path) -> Image.Image:
 
 
 def list_images(folder) -> list:
-    """Image files directly in ``folder`` (sorted), by extension."""
+    """Image files directly in ``folder`` (sorted), by extension. A name with an image extension that is a named pipe,
+    a socket or a device raises ImageError naming it: never listed, it is never opened by any reader (one would wait
+    forever). A dangling link stays listed: reading it fails as a corrupt image does (--skip-corrupt skips it)."""
     import os
 
-    return sorted(
-        os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
-    )
+    from edgeres_deploy.fsio import kind_problem, path_kind
+
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if not e.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            try:
+                special = not e.is_file() and path_kind(e.path) not in ("missing", "file", "folder")
+            except OSError:  # a link loop, no permission: reported when it is read (a corrupt image)
+                special = False
+            if special:
+                raise ImageError(f"{kind_problem(e.path, 'file', 'image')}; remove it from {folder}")
+            out.append(e.path)
+    return sorted(out)
 
 
 def imagefolder_samples(root) -> tuple[list, list]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgeres_deploy.preprocess import ImageError, imagefolder_samples, open_image
 
-from edgeres.errors import DataError
+from edgeres.errors import DataError, require_path
 
 
 @dataclass
@@ -27,9 +27,12 @@ class DataSplits:
 
 
 def _scan(root: Path, what: str) -> tuple[list, list]:
-    if not root.is_dir():
-        raise DataError(f"{what} folder {root} does not exist; give an ImageFolder root (DIR/train/CLASS/*.jpg, DIR/val/CLASS/*.jpg)")
-    samples, classes = imagefolder_samples(root)
+    require_path(root, "folder", f"{what} folder", "give an ImageFolder root (DIR/train/CLASS/*.jpg, DIR/val/CLASS/*.jpg)",
+                 DataError)
+    try:
+        samples, classes = imagefolder_samples(root)
+    except ImageError as e:  # a name with an image extension that is a folder, a named pipe, a device
+        raise DataError(str(e)) from None
     if not classes:
         raise DataError(f"{root} has no class sub-folders; expected one folder per class holding its images")
     counts = {c: 0 for c in classes}
@@ -48,8 +51,7 @@ def resolve_data(root, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     with ``seed`` (the same seed gives the same split on every machine). A ``val``-only root evaluates only.
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist; pass --data pointing at an ImageFolder root")
+    require_path(root, "folder", "data folder", "pass --data pointing at an ImageFolder root", DataError)
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() or val_dir.is_dir():
         train, classes = _scan(train_dir, "train") if train_dir.is_dir() else ([], None)
