@@ -115,14 +115,21 @@ def load_manifest(path, verify: bool = True) -> tuple[CalibrationSet, Preprocess
 
 def load_arrays(calib: CalibrationSet, pre: Preprocess, expect_shape: tuple | None = None) -> np.ndarray:
     """All calibration images as one float32 NCHW array, preprocessed exactly as for evaluation."""
+    import warnings
+
     from edgeres_deploy.preprocess import ImageError
+
+    from edgeres.data.folder import skips_corrupt
 
     arrays = []
     for p, _ in calib.items:
         try:
             arrays.append(pre.load(p))
         except ImageError as e:
-            raise CalibrationError(f"cannot read calibration image {e}; remove or replace it") from None
+            if not skips_corrupt():
+                raise CalibrationError(f"cannot read calibration image {e}; remove or replace it, or pass "
+                                       "--skip-corrupt (optimize)") from None
+            warnings.warn(f"skipping corrupt calibration image: {e}")
     if not arrays:
         raise CalibrationError("the calibration set is empty")
     x = np.stack(arrays)

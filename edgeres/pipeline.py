@@ -85,7 +85,9 @@ class Pipeline:
                 "calibration need images: pass --data DIR (an ImageFolder root) and optionally --calib DIR")
         ctx.splits = resolve_data(root, seed=self.cfg.seed)
         if not ctx.splits.val:
-            raise EdgeresError(f"{root} has no validation images (DIR/val/CLASS/...) to measure accuracy on")
+            from edgeres.data.folder import no_split_line
+
+            raise EdgeresError(no_split_line(root) + "; accuracy is measured on them")
         ctx.pre = resolve_model_preprocess(lm.meta.preprocess, ctx.pre_overrides())
         from edgeres.evaluate import check_classes
         from edgeres.models import num_outputs
@@ -270,10 +272,13 @@ def optimize(cfg: OptimizeConfig, force: tuple = (), log=None) -> dict:
 
 
 def _optimize(cfg: OptimizeConfig, force: tuple, log, fleet) -> dict:
+    from edgeres.data.folder import skipping_corrupt
+
     p = Pipeline(cfg, force, log, fleet=fleet)
     created = not p.run_dir.exists()
     try:
-        return p.run()
+        with skipping_corrupt(cfg.skip_corrupt):
+            return p.run()
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folders behind
             remove_empty_dirs(p.run_dir)

@@ -201,3 +201,60 @@ def test_the_first_stderr_line_is_the_error_not_a_library_warning(tmp_path, demo
     one_line(res, "refused for safety")
     assert res.stderr.splitlines()[0].startswith("error: "), res.stderr
     assert not (tmp_path / "ran").exists()
+
+
+# ------------------------------------------------------------------------------------------------ 12. lines name the fix
+@pytest.fixture
+def train_only(tmp_path, demo_data):
+    import shutil
+
+    shutil.copytree(demo_data / "train", tmp_path / "data" / "train")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "optimize", "train"])
+def test_a_data_folder_without_val_says_how_to_split(tmp_path, train_only, tiny_ckpt, command):
+    args = {"evaluate": ("evaluate", "--model", tiny_ckpt, "--data", train_only),
+            "optimize": ("optimize", "--model", tiny_ckpt, "--data", train_only, "--target", "x86-cpu", "--out",
+                         tmp_path / "run"),
+            "train": ("train", "--data", train_only, "--out", tmp_path / "m.pt", "--epochs", "1")}[command]
+    one_line(run_cli(*args), f"{train_only}/val/CLASS", "splits", "--val-fraction")
+
+
+@pytest.fixture
+def corrupt_data(tmp_path, demo_data):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    (data / "val" / "circle" / "00000.png").write_bytes(b"broken")
+    (data / "train" / "ring" / "00001.png").write_bytes(b"broken")
+    return data
+
+
+@pytest.mark.parametrize("command", ["optimize", "prune", "export", "quantize", "bench"])
+def test_every_command_that_advertises_skip_corrupt_has_it(command):
+    from edgeres.cli import main
+
+    assert "--skip-corrupt" in {o for p in main.commands[command].params for o in p.opts}
+
+
+def test_optimize_stops_at_a_corrupt_image_naming_the_flag(tmp_path, corrupt_data, tiny_ckpt):
+    res = run_cli("optimize", "--model", tiny_ckpt, "--data", corrupt_data, "--target", "x86-cpu", "--out",
+                  tmp_path / "run", "--no-memory", "--prune", "0")
+    one_line(res, "00000.png", "--skip-corrupt")
+
+
+def test_export_skip_corrupt_skips(tmp_path, corrupt_data, tiny_ckpt):
+    res = run_cli("export", "--model", tiny_ckpt, "--out", tmp_path / "m.onnx", "--data", corrupt_data, "--skip-corrupt")
+    assert res.returncode == 0, res.stderr  # (the skip warning goes to pytest's recorder in-process)
+    assert (tmp_path / "m.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_optimize_skip_corrupt_runs_to_the_end(tmp_path, corrupt_data, tiny_ckpt):
+    res = run_cli("optimize", "--model", tiny_ckpt, "--data", corrupt_data, "--target", "x86-cpu", "--out",
+                  tmp_path / "run", "--no-memory", "--prune", "0", "--latency-min-time", "0.1", "--calib-size", "16",
+                  "--skip-corrupt")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "run" / "summary.md").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -13,6 +14,16 @@ from pathlib import Path
 from edgeres_deploy.preprocess import ImageError, imagefolder_samples, open_image
 
 from edgeres.errors import DataError, require_path
+
+
+def no_split_line(root, split: str = "val") -> str:
+    """What to do about a data folder without a ``split`` split: how to lay it out so that edgeres has one."""
+    if split == "train":
+        return (f"{root} has no training images: put them in {root}/train/CLASS/*.jpg, or give a folder of class folders "
+                f"({root}/CLASS/*.jpg), which edgeres splits into train and val by a seed")
+    return (f"{root} has no validation images: add {root}/val/CLASS/*.jpg (the same class folders as {root}/train), or "
+            f"give a folder of class folders without train/ and val/ ({root}/CLASS/*.jpg), which edgeres splits by a "
+            "seed (a fifth for validation; `edgeres train --val-fraction` sets the share)")
 
 
 @dataclass
@@ -86,6 +97,26 @@ def data_hash(splits: DataSplits) -> str:
     return h.hexdigest()
 
 
+_RUN_SKIPS_CORRUPT = [False]  # a whole run's --skip-corrupt (optimize): every reader of images skips, not stops
+
+
+@contextlib.contextmanager
+def skipping_corrupt(on: bool):
+    """Within the block, every reader of images (evaluation, fine-tuning, calibration, export parity) skips an
+    unreadable image with a warning, as each command's own --skip-corrupt does (``edgeres optimize --skip-corrupt``)."""
+    old = _RUN_SKIPS_CORRUPT[0]
+    _RUN_SKIPS_CORRUPT[0] = bool(on) or old
+    try:
+        yield
+    finally:
+        _RUN_SKIPS_CORRUPT[0] = old
+
+
+def skips_corrupt(asked: bool = False) -> bool:
+    """Whether a reader skips unreadable images: asked by its caller, or by the run (:func:`skipping_corrupt`)."""
+    return bool(asked) or _RUN_SKIPS_CORRUPT[0]
+
+
 def load_rgb(path: str):
     """Open an image as 8-bit RGB (16-bit scaled, not clipped), or raise DataError naming the file."""
     try:
@@ -106,7 +137,7 @@ class ImageDataset:
             raise DataError("no images to load (the split is empty)")
         self.samples = list(samples)
         self.transform = transform
-        self.skip_corrupt = skip_corrupt
+        self.skip_corrupt = skips_corrupt(skip_corrupt)
         self._bad: set = set()
 
     def __len__(self) -> int:
