@@ -50,6 +50,23 @@ def test_evaluate_names_the_tensor_that_holds_nan_or_inf(tmp_path, tiny_ckpt, de
     assert "top-1" not in res.stdout and not (tmp_path / "r.json").exists()
 
 
+def test_evaluate_names_the_onnx_initializer_that_holds_nan(tmp_path, tiny_onnx, demo_data):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(tiny_onnx))
+    i, t = next((i, t) for i, t in enumerate(m.graph.initializer) if numpy_helper.to_array(t).dtype == np.float32
+                and numpy_helper.to_array(t).size > 10)
+    a = numpy_helper.to_array(t).copy()
+    a.flat[0] = np.inf
+    m.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, t.name))
+    onnx.save(m, str(tmp_path / "bad.onnx"))
+    res = run_cli("evaluate", "--model", tmp_path / "bad.onnx", "--data", demo_data)
+    one_line(res, "bad.onnx", t.name, "NaN or Inf")
+    assert "top-1" not in res.stdout
+
+
 def test_optimize_blames_the_weights_not_the_export(tmp_path, tiny_ckpt, demo_data):
     bad = _damaged(tiny_ckpt, tmp_path / "bad.pt", "layer1.0.conv1.weight", float("nan"))
     res = run_cli("optimize", "--model", bad, "--data", demo_data, "--target", "x86-cpu", "--out", tmp_path / "run",
