@@ -17,7 +17,7 @@ import numpy as np
 from edgeres_deploy.bundle import sha256
 from edgeres_deploy.preprocess import IMAGE_EXTENSIONS, Preprocess
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, require_path
 
 DEFAULT_SIZE = 512
 MANIFEST_FORMAT = "edgeres-calibration-manifest"
@@ -70,8 +70,7 @@ def select_stratified(samples: list, n: int = DEFAULT_SIZE, seed: int = 0, class
 def select_unlabeled(folder, n: int = DEFAULT_SIZE, seed: int = 0) -> CalibrationSet:
     """Pick ``n`` images (recursively) from any folder of unlabeled images, deterministically."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise CalibrationError(f"calibration folder {folder} does not exist")
+    require_path(folder, "folder", "calibration folder", "INT8 calibration needs a folder of images", CalibrationError)
     paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not paths:
         raise CalibrationError(f"calibration folder {folder} holds no images (.jpg/.png/...); INT8 calibration needs images")
@@ -116,14 +115,21 @@ def load_manifest(path, verify: bool = True) -> tuple[CalibrationSet, Preprocess
 
 def load_arrays(calib: CalibrationSet, pre: Preprocess, expect_shape: tuple | None = None) -> np.ndarray:
     """All calibration images as one float32 NCHW array, preprocessed exactly as for evaluation."""
+    import warnings
+
     from edgeres_deploy.preprocess import ImageError
+
+    from edgeres.data.folder import skips_corrupt
 
     arrays = []
     for p, _ in calib.items:
         try:
             arrays.append(pre.load(p))
         except ImageError as e:
-            raise CalibrationError(f"cannot read calibration image {e}; remove or replace it") from None
+            if not skips_corrupt():
+                raise CalibrationError(f"cannot read calibration image {e}; remove or replace it, or pass "
+                                       "--skip-corrupt (optimize)") from None
+            warnings.warn(f"skipping corrupt calibration image: {e}")
     if not arrays:
         raise CalibrationError("the calibration set is empty")
     x = np.stack(arrays)
@@ -236,8 +242,7 @@ def calibration_set_from(folder, n: int = DEFAULT_SIZE, seed: int = 0) -> Calibr
     from edgeres.errors import DataError
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise CalibrationError(f"calibration folder {folder} does not exist; INT8 calibration needs a folder of images")
+    require_path(folder, "folder", "calibration folder", "INT8 calibration needs a folder of images", CalibrationError)
     has_classes = any(p.is_dir() for p in folder.iterdir())
     if has_classes:
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -23,7 +22,7 @@ from edgeres.cli_common import (
 )
 from edgeres.cli_options import flags
 from edgeres.demo import DEMO as _DEMO  # plain data (no torch): the demo's recipe in one place
-from edgeres.errors import EdgeresError
+from edgeres.errors import require_path
 from edgeres.options import ARCHS, RUNTIMES
 
 
@@ -138,6 +137,8 @@ def train_cmd(data, out, arch, weights, partial_weights, freeze_backbone, resume
     """
     from edgeres.train.transfer import train_model
 
+    if weights:  # checked before the data folder is scanned
+        require_path(weights, "file", "model file", "--weights takes a state dict or checkpoint")
     pre = resolve_preprocess({}, image_size, crop_ratio, mean, std)
     cfg = _train_config(freeze_backbone=freeze_backbone, **train_kw)
     result = train_model(data, out, arch=arch, pre=pre, cfg=cfg, weights=weights, resume=resume,
@@ -175,8 +176,7 @@ def evaluate_cmd(artifact, data, runtime, split, batch_size, num_classes, json_o
     from edgeres.evaluate import evaluate_artifact
     from edgeres.runtimes import artifact_info
 
-    if not Path(artifact).exists():
-        raise EdgeresError(f"model file {artifact} does not exist")
+    require_path(artifact, "file", "model file")
     _runtime_fits(artifact, [runtime] if runtime else [])
     info = artifact_info(artifact, trust_model=trust_model)
     pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
@@ -212,8 +212,7 @@ def bench_cmd(artifact, data, csv_out, runtimes, batch_sizes, devices, target, t
     from edgeres.report_table import markdown_table
     from edgeres.runtimes import artifact_info, artifact_kind
 
-    if not Path(artifact).exists():
-        raise EdgeresError(f"model file {artifact} does not exist")
+    require_path(artifact, "file", "model file")
     kind = artifact_kind(artifact)
     _runtime_fits(artifact, runtimes)
     info = artifact_info(artifact, trust_model=trust_model) if kind != "engine" else artifact_info(artifact)

@@ -3,6 +3,8 @@ the preprocessing the flags and the artifact give together. The flags themselves
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
@@ -19,22 +21,75 @@ MAX_PER_CLASS = 100_000
 
 class EdgeresGroup(click.Group):
     """Turns edgeres errors and file-system errors (OSError) into one line on stderr and exit 1, Ctrl-C into exit 130:
-    no traceback for user mistakes."""
+    no traceback for user mistakes. The libraries' warnings (torch's, NNCF's...) are held while a command runs and
+    shown after its result or its error line: the first line a user reads of a failure is edgeres's own. edgeres's
+    own warnings (a skipped corrupt image) show when they happen."""
 
     def invoke(self, ctx):
+        if _held is not None:  # a nested group (edgeres data, edgeres device): the outermost one holds and reports
+            return self._invoke(ctx)
+        with _holding_library_warnings():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgeresError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(1)
+            _fail(f"error: {e}", 1)
         except OSError as e:  # read-only, no space, not a directory, permission: one line naming the path
             from edgeres.errors import describe_oserror
 
-            click.secho(f"error: {describe_oserror(e)}", fg="red", err=True)
-            sys.exit(1)
+            _fail(f"error: {describe_oserror(e)}", 1)
         except KeyboardInterrupt:
-            click.secho("interrupted: finished work is kept; run the same command again to resume", fg="yellow", err=True)
-            sys.exit(130)
+            _fail("interrupted: finished work is kept; run the same command again to resume", 130, "yellow")
+
+
+_held: list | None = None  # the library warnings held while the outermost command runs
+
+
+def _fail(line: str, code: int, colour: str = "red"):
+    click.secho(line, fg=colour, err=True)
+    _release()
+    sys.exit(code)
+
+
+def _release() -> None:
+    global _held
+    if _held:
+        for text in dict.fromkeys(_held):  # each once, in order
+            click.echo(text, err=True)
+    _held = [] if _held is not None else None
+
+
+def _own_packages():
+    import edgeres_deploy
+
+    import edgeres
+
+    return edgeres, edgeres_deploy
+
+
+@contextlib.contextmanager
+def _holding_library_warnings():
+    global _held
+    import warnings
+
+    own = tuple(os.path.dirname(os.path.abspath(m.__file__)) for m in _own_packages())
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(str(filename)).startswith(own):
+            return shown(message, category, filename, lineno, file, line)
+        _held.append(f"warning: {category.__name__}: {str(message).strip()}")
+
+    _held = []
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            _release()
+            _held = None
 
 
 def resolve_preprocess(stored: dict | None, image_size=None, crop_ratio=None, mean=None, std=None):

@@ -141,7 +141,9 @@ def deploy_cmd(run_dir, out, devices):
     With --device, the bundle goes on to each Jetson (~/.cache/edgeres/<sha256>/ there) and the run's report gets the
     engine rows measured on it, as `edgeres optimize --device` does."""
     from edgeres.bundle import bundle_from_run
+    from edgeres.errors import require_path
 
+    require_path(run_dir, "folder", "run folder", "give a run directory of `edgeres optimize`")
     if devices:
         from edgeres.device.commands import deploy_on_devices
 
@@ -162,7 +164,11 @@ def deploy_cmd(run_dir, out, devices):
               help="A CSV written on the device (./run.sh bench/evaluate --csv): fold it into the report.")
 def report_cmd(run_dir, merge_csv):
     """Rewrite a run's report, folding in rows measured on the device."""
+    from edgeres.errors import require_path
     from edgeres.report import merge_run_report
 
+    require_path(run_dir, "folder", "run folder", "give a run directory of `edgeres optimize`")
+    for path in merge_csv:  # a named pipe would block the read forever
+        require_path(path, "file", "device CSV", "give the file ./run.sh bench --csv wrote")
     res = merge_run_report(run_dir, list(merge_csv))
     click.echo(f"report of {run_dir}: {len(res['rows'])} rows ({res['merged']} from the device) -> {res['csv']}")

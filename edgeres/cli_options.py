@@ -77,11 +77,28 @@ def flags(command: str, keys: tuple | None = None):
              for (cmd, flag), key in DEPRECATED_FLAGS.items() if cmd == command and (keys is None or key in keys)]
 
     def deco(f):
+        if command not in STAGE_COMMANDS and any(o.key == "skip_corrupt" for o in chosen):
+            f = _skipping_corrupt(f)
         for opt in reversed([click_option(o, command) for o in chosen] + extra):
             f = opt(f)
         return f
 
     return deco
+
+
+def _skipping_corrupt(f):
+    """``f`` run with its --skip-corrupt applied to every reader of images it reaches (edgeres.data.folder); the flag
+    itself is not passed on. On optimize and demo the config key does the same for the whole run."""
+    import functools
+
+    @functools.wraps(f)
+    def run(*args, **kw):
+        from edgeres.data.folder import skipping_corrupt
+
+        with skipping_corrupt(bool(kw.pop("skip_corrupt", False))):
+            return f(*args, **kw)
+
+    return run
 
 
 def values(command: str, kw: dict) -> dict:

@@ -9,7 +9,7 @@ import click
 
 from edgeres.cli_common import FiniteFloat, resolve_preprocess
 from edgeres.cli_options import check_target_use, flags, values
-from edgeres.errors import EdgeresError, StageSkipped, Unavailable
+from edgeres.errors import EdgeresError, StageSkipped, Unavailable, require_path
 
 
 # ------------------------------------------------------------------------------------------------ prune
@@ -194,8 +194,7 @@ def check_onnx_cmd(onnx_file, target):
     from edgeres.targets import get_target
 
     t = get_target(target)
-    if not Path(onnx_file).exists():
-        raise EdgeresError(f"{onnx_file} does not exist")
+    require_path(onnx_file, "file", "ONNX file")
     violations = check_file(onnx_file, t)
     for v in violations:
         click.echo(str(v), err=v.severity == "error")
@@ -219,8 +218,7 @@ def build_engine_cmd(onnx_path, out, sparsity, calib_cache, target, dla_core, im
     from edgeres.runtimes import artifact_info
 
     t = check_target_use("build-engine", target, {"engine": True, "dla_core": dla_core, "sparsity": sparsity})
-    if not Path(onnx_path).is_file():
-        raise EdgeresError(f"{onnx_path} does not exist")
+    require_path(onnx_path, "file", "ONNX file")
     info = artifact_info(onnx_path)
     pre = resolve_preprocess(info.preprocess, image_size, crop_ratio, mean, std)
     try:

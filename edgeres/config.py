@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import field, fields, make_dataclass
 
-from edgeres.errors import ConfigError, EdgeresError
+from edgeres.errors import ConfigError, EdgeresError, require_path
 from edgeres.options import OPTIONS, check, conflict, resolve_deprecated
 
 _TYPES = {"str": "str", "choice": "str", "int": "int", "float": "float", "bool": "bool", "list3": "list",
@@ -70,6 +70,7 @@ OptimizeConfig.__doc__ = "Every key of `edgeres optimize` (edgeres.options.OPTIO
 def load_config_file(path) -> dict:
     import yaml
 
+    require_path(path, "file", "config file")  # a named pipe would block the read forever
     try:
         with open(path, encoding="utf-8") as f:
             d = yaml.safe_load(f) or {}

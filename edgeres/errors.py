@@ -52,6 +52,20 @@ class StageSkipped(Exception):
         self.runtime, self.artifacts, self.info = runtime, dict(artifacts or {}), dict(info or {})
 
 
+def require_path(path, want: str, what: str, fix: str = "", error: type = EdgeresError):
+    """``path`` as a Path if it is a ``want`` ("file" or "folder"); else ``error`` with one line naming it, what it is
+    instead (missing, the other kind, a named pipe or device, which is never opened: it could block forever) and
+    ``fix``. Every path a command reads is checked with this before it is used."""
+    from pathlib import Path
+
+    from edgeres_deploy.fsio import kind_problem
+
+    problem = kind_problem(path, want, what)
+    if problem:
+        raise error(problem + (f"; {fix}" if fix else ""))
+    return Path(path)
+
+
 def describe_oserror(e: OSError) -> str:
     """One line for a file-system error: the path, what went wrong, and what to do about it."""
     import errno

@@ -25,7 +25,9 @@ def evaluate_artifact(artifact, data, pre, runtime: str | None = None, split: st
     splits = resolve_data(data)
     samples = splits.val if split == "val" else splits.train
     if not samples:
-        raise EdgeresError(f"{data} has no {split} images")
+        from edgeres.data.folder import no_split_line
+
+        raise EdgeresError(no_split_line(data, split))
     if num_classes is not None and num_classes != len(splits.classes):
         raise EdgeresError(f"--num-classes {num_classes} but {data} has {len(splits.classes)} classes")
     name = runtime or runtimes_for(artifact)[0]

@@ -76,6 +76,9 @@ OPTIONS = (
            commands=("optimize",)),
     Option("trust_model", "bool", False, "allow unpickling a full nn.Module (runs code from the file: only for files you "
            "trust)", "inputs", commands=_TRUST),
+    Option("skip_corrupt", "bool", False, "skip unreadable images with a warning instead of stopping, in every stage "
+           "that reads images (evaluation, fine-tuning, calibration)", "inputs",
+           commands=_STAGE + ("prune", "export", "quantize", "bench")),
     Option("seed", "int", 0, "seeds data splits, calibration sampling and fine-tuning", "inputs", lo=0, hi=2**32 - 1,
            commands=("quantize",)),
     # --- preprocessing

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeres.config import OptimizeConfig, load_config_file  # noqa: F401 - the Python API's config lives here too
 from edgeres.device.rows import fold
-from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable  # noqa: F401
+from edgeres.errors import ConfigError, EdgeresError, StageSkipped, Unavailable, require_path  # noqa: F401
 from edgeres.stage_names import BUNDLE, DEVICE, ENGINE, EXPORT, PRUNE, STAGE_NAMES
 from edgeres.stages.base import Context, StageResult
 from edgeres.stages.baseline import BaselineStage
@@ -59,8 +59,7 @@ class Pipeline:
         cfg.validate()  # attributes may have been changed since construction
         if not cfg.model:
             raise EdgeresError("--model is required")
-        if not Path(cfg.model).is_file():
-            raise EdgeresError(f"model file {cfg.model} does not exist")
+        require_path(cfg.model, "file", "model file")
         for f in force:
             if f not in STAGE_NAMES + ((DEVICE,) if fleet is not None else ()):
                 raise EdgeresError(f"--force {f}: unknown stage; stages are {', '.join(STAGE_NAMES)}")
@@ -97,7 +96,9 @@ class Pipeline:
                 "calibration need images: pass --data DIR (an ImageFolder root) and optionally --calib DIR")
         ctx.splits = resolve_data(root, seed=self.cfg.seed)
         if not ctx.splits.val:
-            raise EdgeresError(f"{root} has no validation images (DIR/val/CLASS/...) to measure accuracy on")
+            from edgeres.data.folder import no_split_line
+
+            raise EdgeresError(no_split_line(root) + "; accuracy is measured on them")
         ctx.pre = resolve_model_preprocess(lm.meta.preprocess, ctx.pre_overrides())
         from edgeres.evaluate import check_classes
         from edgeres.models import num_outputs
@@ -284,10 +285,13 @@ def optimize(cfg: OptimizeConfig, force: tuple = (), log=None) -> dict:
 
 
 def _optimize(cfg: OptimizeConfig, force: tuple, log, fleet) -> dict:
+    from edgeres.data.folder import skipping_corrupt
+
     p = Pipeline(cfg, force, log, fleet=fleet)
     created = not p.run_dir.exists()
     try:
-        return p.run()
+        with skipping_corrupt(cfg.skip_corrupt):
+            return p.run()
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folders behind
             remove_empty_dirs(p.run_dir)

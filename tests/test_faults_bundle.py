@@ -430,3 +430,50 @@ def test_install_sh_checks_the_bundle_before_installing_anything(bundle):
                           env=env, check=False)
     refused(proc, "json.py: not listed in manifest.json")
     assert "pip" not in proc.stdout + proc.stderr and "imported" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ issue 25, item 12
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("key,value,words", [("size", 5000, ("size 5000", "8 to 4096")),
+                                             ("crop_ratio", 7, ("crop_ratio 7",)),
+                                             ("mean", [0.5, "nan", 0.5], ("mean",))])
+def test_preprocess_json_out_of_range_names_the_file_and_the_key(bundle, how, key, value, words):
+    """A re-hashed preprocess.json (the manifest matches it): refused before any image is read, naming the file and
+    the key (size 5000 was taken: every image resized to 5000 px a side)."""
+    from edgeres_deploy.bundle import sha256
+
+    pj = bundle / "preprocess.json"
+    d = json.loads(pj.read_text())
+    d[key] = [float(v) for v in value] if isinstance(value, list) else value
+    pj.write_text(json.dumps(d))
+    rewrite_manifest(bundle, lambda m: {**m, "files": {**m["files"], "preprocess.json": sha256(pj)}})
+    proc = deploy(bundle, "predict", made_image(bundle.parent), "--backend", "onnxruntime", how=how)
+    refused(proc, "preprocess.json", *words)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "npy", "no-logits", "wrong-shape"])
+def test_a_reference_of_the_wrong_kind_names_the_file(tmp_path, kind):
+    """validation/reference.npz that is not the host's logits: BundleError naming the file, never unpickled."""
+    import pickle
+
+    from edgeres_deploy.bundle import BundleError
+    from edgeres_deploy.check import REFERENCE, run_check
+
+    (tmp_path / "validation").mkdir()
+    (tmp_path / "preprocess.json").write_text(json.dumps(Preprocess(size=32).to_dict()))
+    np.savez(tmp_path / "validation" / "images.npz", images=np.zeros((4, 32, 32, 3), np.uint8), labels=np.zeros(4))
+    ref = tmp_path / REFERENCE
+    if kind == "pickle":
+        ref.write_bytes(pickle.dumps({"logits": [1, 2]}))
+    elif kind == "npy":
+        with open(ref, "wb") as f:
+            np.save(f, np.zeros((4, 3), np.float32))
+    elif kind == "no-logits":
+        with open(ref, "wb") as f:
+            np.savez(f, other=np.zeros((4, 3), np.float32))
+    else:
+        with open(ref, "wb") as f:
+            np.savez(f, logits=np.zeros((2, 3), np.int64))
+    with pytest.raises(BundleError) as ei:
+        run_check(tmp_path, backend=None)
+    assert "reference.npz" in str(ei.value) and "edgeres deploy" in str(ei.value), str(ei.value)

@@ -64,9 +64,14 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+# no link followed; O_NONBLOCK: opening a named pipe returns at once (without it, the open waits for a writer
+# forever) and the fstat that follows refuses it; for a regular file it changes nothing
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
 def _sha256_nofollow(path) -> str:
     """sha256 of a regular file, refusing to follow a link that replaced it since the folder was listed."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, _READ_FLAGS)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise OSError(f"{path} is not a regular file")
@@ -118,8 +123,10 @@ def load_manifest(root) -> dict:
     """The bundle's manifest, shape-checked; BundleError (one line) if it is missing, a link, not JSON or malformed."""
     path = os.path.join(str(root), MANIFEST)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, _READ_FLAGS)
         with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{path} is not a regular file; unpack the bundle again")
             raw = f.read()
     except FileNotFoundError:
         raise BundleError(f"{path}: missing; run from the unpacked bundle's root (where run.sh is)") from None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeres_deploy.preprocess import Preprocess
+from edgeres_deploy.preprocess import ImageError, Preprocess, open_image
 
 AGREEMENT_MIN = 90.0
 REL_ERR_MAX = 0.25
@@ -62,8 +62,6 @@ def _normalize(pre: Preprocess, images: np.ndarray) -> np.ndarray:
 def make_validation(onnx_path, pre: dict, samples: list, n: int = 32) -> dict:
     """Host side: {bundle file name: bytes} with the validation images and the reference outputs of ``onnx_path``
     (ONNX Runtime, CPU). ``samples`` are (image path, class index) pairs of the validation split."""
-    from PIL import Image
-
     from edgeres_deploy.backends import OrtBackend
     from edgeres_deploy.metrics import run_padded
 
@@ -71,11 +69,16 @@ def make_validation(onnx_path, pre: dict, samples: list, n: int = 32) -> dict:
     chosen = _stratified(samples, n)
     if not chosen:
         return {}
-    imgs = []
-    for p, _ in chosen:
-        with Image.open(p) as img:
-            imgs.append(np.asarray(pp.resize_crop(img), np.uint8))
-    images, labels = np.stack(imgs), np.asarray([c for _, c in chosen], np.int64)
+    imgs, kept = [], []
+    for p, c in chosen:
+        try:  # an unreadable image (the run skipped it with --skip-corrupt) is simply not one of the samples
+            imgs.append(np.asarray(pp.resize_crop(open_image(p)), np.uint8))
+        except ImageError:
+            continue
+        kept.append(c)
+    if not imgs:
+        return {}
+    images, labels = np.stack(imgs), np.asarray(kept, np.int64)
     x = _normalize(pp, images)
     with OrtBackend(onnx_path, device="cpu") as backend:  # the device's own ONNX Runtime backend, on the CPU
         step = backend.fixed_batch or 8
@@ -105,6 +108,24 @@ def compare(logits: np.ndarray, ref: np.ndarray) -> dict:
             "passed": agree >= AGREEMENT_MIN and rel <= REL_ERR_MAX}
 
 
+def _wrong_kind(root, name: str, key: str, why: str):
+    from edgeres_deploy.bundle import BundleError
+
+    return BundleError(f"{Path(root) / name} is not the file edgeres writes there (an .npz holding '{key}'): {why}; "
+                       "re-create the bundle with `edgeres deploy`")
+
+
+def _array(root, name: str, key: str):
+    """Array ``key`` of the bundle's ``name`` (.npz, never unpickled); BundleError naming the file otherwise."""
+    try:
+        with np.load(Path(root) / name, allow_pickle=False) as z:
+            return z[key]
+    except KeyError:
+        raise _wrong_kind(root, name, key, f"it has no '{key}'") from None
+    except (ValueError, OSError, EOFError, AttributeError, TypeError) as e:  # not an npz (a pickle, a plain .npy, garbage)
+        raise _wrong_kind(root, name, key, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
+
+
 def run_check(root: Path, backend) -> dict:
     """Device side: run the validation images through ``backend`` and compare with the host's reference outputs."""
     from edgeres_deploy.metrics import run_padded
@@ -115,10 +136,11 @@ def run_check(root: Path, backend) -> dict:
 
         raise BundleError("this bundle carries no validation images (validation/*.npz): re-create it with `edgeres deploy`")
     pre = Preprocess.from_json(root / "preprocess.json")
-    with np.load(root / IMAGES) as z:
-        images = z["images"]
-    with np.load(root / REFERENCE) as z:
-        ref = z["logits"]
+    images = _array(root, IMAGES, "images")
+    ref = _array(root, REFERENCE, "logits")
+    if ref.ndim != 2 or len(ref) != len(images) or not np.issubdtype(ref.dtype, np.floating):
+        raise _wrong_kind(root, REFERENCE, "logits", f"its logits are {ref.dtype} {tuple(ref.shape)}, not one float row "
+                          f"per validation image ({len(images)})")
     ref_sha = hashlib.sha256((root / REFERENCE).read_bytes()).hexdigest()
     x = _normalize(pre, images)
     step = backend.fixed_batch or 8

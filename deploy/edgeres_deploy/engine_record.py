@@ -43,7 +43,8 @@ def record_path(root) -> str:
 def file_sha256(path) -> str | None:
     """sha256 of a regular file (a link is not followed); None if there is none."""
     try:
-        fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a named pipe planted as the engine opens at once and is refused below, never waited on
+        fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:

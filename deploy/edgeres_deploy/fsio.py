@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "clean_stale_tmp", "tmp_name", "write_bytes_atomic", "write_json_atomic",
+__all__ = ["atomic_path", "clean_stale_tmp", "kind_problem", "path_kind", "tmp_name", "write_bytes_atomic", "write_json_atomic",
            "write_text_atomic"]
 
 _TAG = "edgeres-tmp"
@@ -143,3 +143,37 @@ def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = 2, sort
     import json
 
     write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=str) + "\n")
+
+
+def path_kind(path) -> str:
+    """What ``path`` is, following symbolic links, without opening it: ``missing``, ``file``, ``folder``, or the name
+    of a special file (a named pipe would block the reader that opens it until a writer comes: never open one).
+    Other stat errors (permission, a link loop, a file as a path component) are raised as the OSError they are."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    for test, name in ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def kind_problem(path, want: str, what: str):
+    """None when ``path`` is a ``want`` ("file" or "folder"), else the line that says what it is instead: missing,
+    the other kind, or a special file; ``what`` names it ("model file", "data folder")."""
+    kind = path_kind(path)
+    if kind == want:
+        return None
+    if kind == "missing":
+        return f"{what} {path} does not exist"
+    if kind in ("file", "folder"):
+        return f"{what} {path} is a {kind}, not a {want}"
+    return f"{what} {path} is a {kind}, not a regular {want}"

@@ -46,9 +46,11 @@ if __name__ == "__main__":  # harden before the first import below
         sys.exit(1)
     harden(_code_root())
 
+import errno  # noqa: E402
 import hashlib  # noqa: E402 - after harden(): the standard library's, never a file from the bundle
 import importlib.machinery  # noqa: E402
 import importlib.util  # noqa: E402
+import stat  # noqa: E402
 import types  # noqa: E402
 
 
@@ -56,8 +58,10 @@ def _bootstrap_bundle(root: str):
     """edgeres_deploy/bundle.py compiled from its source into a private module (not in sys.modules), and the sha256 of
     the bytes that ran."""
     path = os.path.join(root, PACKAGE, "bundle.py")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # a pipe never blocks
     with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
         source = f.read()
     mod = types.ModuleType("_edgeres_bundle_bootstrap")
     mod.__file__ = path
@@ -113,7 +117,11 @@ def _print_problems(root, problems, shown: int) -> None:
 
 def _verified_manifest(root: str):
     """The manifest when the folder matches it exactly (problems printed and None otherwise)."""
-    boot, ran = _bootstrap_bundle(root)
+    try:
+        boot, ran = _bootstrap_bundle(root)
+    except OSError as e:  # missing, a link, a named pipe: one line, never a wait
+        print(f"error: {e.filename or PACKAGE + '/bundle.py'}: {e.strerror or e}; unpack the bundle again", file=sys.stderr)
+        return None
     try:
         manifest, problems = boot.check(root)
     except boot.BundleError as e:

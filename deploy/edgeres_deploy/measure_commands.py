@@ -102,13 +102,18 @@ def _load_image(pre, path):
 
 def _check_inputs(args, root: Path) -> None:
     """Paths given on the command line, checked before the model is loaded or anything is measured."""
+    from edgeres_deploy.fsio import kind_problem, path_kind
+
     for path in getattr(args, "images", None) or []:
         if os.path.isdir(path):
             raise B.BundleError(f"{path} is a folder: predict takes image files (evaluate DIR takes an ImageFolder)")
-        if not os.path.isfile(path):
+        if path_kind(path) == "missing":
             raise B.BundleError(f"{path}: no such image file")
-    if getattr(args, "dir", None) is not None and not os.path.isdir(args.dir):
-        raise B.BundleError(f"{args.dir}: no such folder; evaluate takes an ImageFolder (DIR/CLASS/*.jpg)")
+        if path_kind(path) != "file":
+            raise B.BundleError(kind_problem(path, "file", "image"))
+    if getattr(args, "dir", None) is not None and path_kind(args.dir) != "folder":
+        raise B.BundleError(f"{kind_problem(args.dir, 'folder', 'image folder')}; evaluate takes an ImageFolder "
+                            "(DIR/CLASS/*.jpg)")
     csv_path = getattr(args, "csv", None)
     if csv_path:
         real, broot = os.path.realpath(csv_path), os.path.realpath(root)

@@ -19,6 +19,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+MIN_SIZE, MAX_SIZE = 8, 4096  # the input side in pixels (edgeres.options: image_size, the same range)
+
+
 @dataclass
 class Preprocess:
     size: int = 224
@@ -31,12 +34,13 @@ class Preprocess:
         self.crop_ratio = float(self.crop_ratio)
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
-        if self.size < 8:
-            raise ValueError(f"image size {self.size} is too small (need >= 8)")
+        if not MIN_SIZE <= self.size <= MAX_SIZE:  # 10^5 px a side would allocate tens of GB per image
+            raise ValueError(f"size {self.size} is out of range: the input side must be {MIN_SIZE} to {MAX_SIZE} pixels")
         if not 0.1 <= self.crop_ratio <= 1.0:
-            raise ValueError(f"crop ratio {self.crop_ratio} must be in [0.1, 1.0]")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need three values each, std > 0")
+            raise ValueError(f"crop_ratio {self.crop_ratio} is out of range: it must be in [0.1, 1.0]")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or \
+                not all(math.isfinite(v) for v in self.mean + self.std):
+            raise ValueError("mean and std need three finite values each, std > 0")
 
     @property
     def resize_size(self) -> int:
@@ -53,8 +57,15 @@ class Preprocess:
 
     @classmethod
     def from_json(cls, path) -> Preprocess:
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """From a bundle's preprocess.json, checked before any image is read; ValueError naming the file and key."""
+        try:
+            with open(path) as f:
+                d = json.load(f)
+            if not isinstance(d, dict):
+                raise ValueError("it must hold a mapping of size, crop_ratio, mean, std")
+            return cls.from_dict(d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: {e}; re-create the bundle with `edgeres deploy`") from None
 
     def resize_crop(self, img: Image.Image) -> Image.Image:
         img = to_rgb(img)
@@ -112,6 +123,14 @@ def open_image(path) -> Image.Image:
     """
     from PIL import UnidentifiedImageError
 
+    from edgeres_deploy.fsio import kind_problem, path_kind
+
+    try:
+        kind = path_kind(path)
+    except OSError:  # a link loop, no permission: PIL's open below reports it as the unreadable image it is
+        kind = "file"
+    if kind not in ("file", "missing", "folder"):  # a named pipe is never opened: it would block until a writer came
+        raise ImageError(kind_problem(path, "file", "image"))
     try:
         with Image.open(path) as img:
             img.load()
@@ -123,12 +142,26 @@ def open_image(path) -> Image.Image:
 
 
 def list_images(folder) -> list:
-    """Image files directly in ``folder`` (sorted), by extension."""
+    """Image files directly in ``folder`` (sorted), by extension. A name with an image extension that is a named pipe,
+    a socket or a device raises ImageError naming it: never listed, it is never opened by any reader (one would wait
+    forever). A dangling link stays listed: reading it fails as a corrupt image does (--skip-corrupt skips it)."""
     import os
 
-    return sorted(
-        os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
-    )
+    from edgeres_deploy.fsio import kind_problem, path_kind
+
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if not e.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            try:
+                special = not e.is_file() and path_kind(e.path) not in ("missing", "file", "folder")
+            except OSError:  # a link loop, no permission: reported when it is read (a corrupt image)
+                special = False
+            if special:
+                raise ImageError(f"{kind_problem(e.path, 'file', 'image')}; remove it from {folder}")
+            out.append(e.path)
+    return sorted(out)
 
 
 def imagefolder_samples(root) -> tuple[list, list]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -12,7 +13,17 @@ from pathlib import Path
 
 from edgeres_deploy.preprocess import ImageError, imagefolder_samples, open_image
 
-from edgeres.errors import DataError
+from edgeres.errors import DataError, require_path
+
+
+def no_split_line(root, split: str = "val") -> str:
+    """What to do about a data folder without a ``split`` split: how to lay it out so that edgeres has one."""
+    if split == "train":
+        return (f"{root} has no training images: put them in {root}/train/CLASS/*.jpg, or give a folder of class folders "
+                f"({root}/CLASS/*.jpg), which edgeres splits into train and val by a seed")
+    return (f"{root} has no validation images: add {root}/val/CLASS/*.jpg (the same class folders as {root}/train), or "
+            f"give a folder of class folders without train/ and val/ ({root}/CLASS/*.jpg), which edgeres splits by a "
+            "seed (a fifth for validation; `edgeres train --val-fraction` sets the share)")
 
 
 @dataclass
@@ -27,9 +38,12 @@ class DataSplits:
 
 
 def _scan(root: Path, what: str) -> tuple[list, list]:
-    if not root.is_dir():
-        raise DataError(f"{what} folder {root} does not exist; give an ImageFolder root (DIR/train/CLASS/*.jpg, DIR/val/CLASS/*.jpg)")
-    samples, classes = imagefolder_samples(root)
+    require_path(root, "folder", f"{what} folder", "give an ImageFolder root (DIR/train/CLASS/*.jpg, DIR/val/CLASS/*.jpg)",
+                 DataError)
+    try:
+        samples, classes = imagefolder_samples(root)
+    except ImageError as e:  # a name with an image extension that is a folder, a named pipe, a device
+        raise DataError(str(e)) from None
     if not classes:
         raise DataError(f"{root} has no class sub-folders; expected one folder per class holding its images")
     counts = {c: 0 for c in classes}
@@ -48,8 +62,7 @@ def resolve_data(root, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     with ``seed`` (the same seed gives the same split on every machine). A ``val``-only root evaluates only.
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist; pass --data pointing at an ImageFolder root")
+    require_path(root, "folder", "data folder", "pass --data pointing at an ImageFolder root", DataError)
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() or val_dir.is_dir():
         train, classes = _scan(train_dir, "train") if train_dir.is_dir() else ([], None)
@@ -84,6 +97,26 @@ def data_hash(splits: DataSplits) -> str:
     return h.hexdigest()
 
 
+_RUN_SKIPS_CORRUPT = [False]  # a whole run's --skip-corrupt (optimize): every reader of images skips, not stops
+
+
+@contextlib.contextmanager
+def skipping_corrupt(on: bool):
+    """Within the block, every reader of images (evaluation, fine-tuning, calibration, export parity) skips an
+    unreadable image with a warning, as each command's own --skip-corrupt does (``edgeres optimize --skip-corrupt``)."""
+    old = _RUN_SKIPS_CORRUPT[0]
+    _RUN_SKIPS_CORRUPT[0] = bool(on) or old
+    try:
+        yield
+    finally:
+        _RUN_SKIPS_CORRUPT[0] = old
+
+
+def skips_corrupt(asked: bool = False) -> bool:
+    """Whether a reader skips unreadable images: asked by its caller, or by the run (:func:`skipping_corrupt`)."""
+    return bool(asked) or _RUN_SKIPS_CORRUPT[0]
+
+
 def load_rgb(path: str):
     """Open an image as 8-bit RGB (16-bit scaled, not clipped), or raise DataError naming the file."""
     try:
@@ -104,7 +137,7 @@ class ImageDataset:
             raise DataError("no images to load (the split is empty)")
         self.samples = list(samples)
         self.transform = transform
-        self.skip_corrupt = skip_corrupt
+        self.skip_corrupt = skips_corrupt(skip_corrupt)
         self._bad: set = set()
 
     def __len__(self) -> int:

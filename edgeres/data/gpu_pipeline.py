@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgeres.data.folder import load_rgb
+from edgeres.data.folder import load_rgb, skips_corrupt
 from edgeres.data.transforms import AugmentRecipe, Preprocess
 from edgeres.errors import DataError
 
@@ -51,7 +51,7 @@ class EncodedImages:
         if not samples:
             raise DataError("no images to load (the split is empty)")
         self.samples = list(samples)
-        self.skip_corrupt = skip_corrupt
+        self.skip_corrupt = skips_corrupt(skip_corrupt)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -143,7 +143,7 @@ def decode_batch(batch: EncodedBatch, device, skip_corrupt: bool = False) -> tup
         try:
             decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad file fails the whole batched call: decode one by one
-            decoded = [_decode_one(payloads[i], paths[i], device, skip_corrupt) for i in jpegs]
+            decoded = [_decode_one(payloads[i], paths[i], device, skips_corrupt(skip_corrupt)) for i in jpegs]
         for i, img in zip(jpegs, decoded):
             out[i] = img
     for i, p in enumerate(payloads):

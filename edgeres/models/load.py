@@ -8,7 +8,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from edgeres.errors import ModelFileError
+from edgeres.errors import ModelFileError, require_path
 from edgeres.models.build import build_model, checkpoint_arch, infer_arch, rebuild
 from edgeres.models.meta import ACCEPTED, CHECKPOINT_FORMAT, PICKLED_ARCH, PROGRAM_ARCH, LoadedModel, ModelMeta
 
@@ -101,8 +101,7 @@ def _load(path: Path, trust_model: bool, num_classes, arch, classes) -> LoadedMo
 
     from edgeres.models.program import is_pt2, load_program
 
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+    require_path(path, "file", "model file", error=ModelFileError)
     if is_pt2(path):
         model = load_program(path.read_bytes(), path, trust_model)
         from edgeres.models.graph import num_outputs
@@ -121,32 +120,41 @@ def _load(path: Path, trust_model: bool, num_classes, arch, classes) -> LoadedMo
         n = num_classes or (fc.weight.shape[0] if fc is not None and hasattr(fc, "weight") else num_outputs(model.eval()))
         meta = ModelMeta(arch=arch or "torchscript", classes=classes or _classes_for(n or 0), source_format="torchscript")
         return LoadedModel(model.eval(), meta)
+    from edgeres.models.pickle_scan import unsafe_globals
+
     if not is_model_file(path):
-        raise ModelFileError(f"{path} is not a model file (neither a zip nor a pickle inside); {ACCEPTED}")
+        names = unsafe_globals(path)  # a protocol 0/1 pickle does not start with 0x80
+        if names and not trust_model:
+            raise _refused(path, names[0])
+        if not names:
+            raise ModelFileError(f"{path} is not a model file (neither a zip nor a pickle inside); {ACCEPTED}")
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds here
         msg = str(e)
-        # a real pickled object names the class it wants ("Unsupported global: GLOBAL pkg.Class");
-        # anything else is a damaged or foreign file
-        if "Unsupported global" in msg or "GLOBAL" in msg:
-            if not trust_model:
-                found = re.search(r"GLOBAL ([\w.]+)", msg)
-                what = f" ({found.group(1)})" if found else ""
-                raise ModelFileError(
-                    f"{path} is a pickled Python object{what}, not plain weights; unpickling it can run arbitrary code. "
-                    "Re-save it with torch.save(model.state_dict(), ...) or, if you trust its source, pass --trust-model"
-                ) from None
-            try:
-                obj = torch.load(str(path), map_location="cpu", weights_only=False)
-            except Exception as e2:  # noqa: BLE001
-                raise ModelFileError(f"{path} could not be unpickled ({e2.__class__.__name__}: {e2}); the classes it "
-                                     "names must be importable here") from None
-        else:
+        # a real pickled object names what it wants: torch says so for some protocols ("Unsupported global: GLOBAL
+        # pkg.Class"); for the others the pickle's opcodes say it (read, not run); anything else is damaged or foreign
+        found = re.search(r"GLOBAL ([\w.]+)", msg)
+        names = [found.group(1)] if found else ([] if "Unsupported global" in msg else unsafe_globals(path))
+        if not (names or "Unsupported global" in msg):
             raise ModelFileError(f"{path} is not a readable PyTorch model file (corrupt or not a checkpoint: "
                                  f"{e.__class__.__name__}); {ACCEPTED}") from None
+        if not trust_model:
+            raise _refused(path, names[0] if names else None) from None
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as e2:  # noqa: BLE001
+            raise ModelFileError(f"{path} could not be unpickled ({e2.__class__.__name__}: {e2}); the classes it "
+                                 "names must be importable here") from None
     return _from_object(obj, path, num_classes, arch, classes, trust_model)
+
+
+def _refused(path, name) -> ModelFileError:
+    what = f" ({name})" if name else ""
+    return ModelFileError(f"{path}: refused for safety: it is a pickled Python object{what}, not plain weights, and "
+                          "unpickling it can run arbitrary code. Re-save it with torch.save(model.state_dict(), ...) "
+                          "or, only if you trust its source, pass --trust-model")
 
 
 def _module_arch(model) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeres.errors import EdgeresError
+from edgeres.errors import EdgeresError, require_path
 from edgeres.quant.budget import quantize_within_budget
 from edgeres.quant.ptq import quantize_onnx
 from edgeres.quant.scoring import top1_fn
@@ -88,14 +88,12 @@ def run_quantize(onnx_path, calib_dir, target, out, cfg: QuantizeConfig | None =
     Writes ``out``, ``<out>.calib.json`` (the manifest) and, for TensorRT 8.x targets or when asked,
     a TensorRT calibration cache. Nothing is written under ``out`` unless quantization succeeds.
     """
-    from pathlib import Path
 
     from edgeres.calibration import load_arrays, write_manifest
     from edgeres.data.model_inputs import resolve_model_preprocess
 
     cfg = cfg or QuantizeConfig()
-    if not Path(onnx_path).is_file():
-        raise EdgeresError(f"ONNX file {onnx_path} does not exist")
+    require_path(onnx_path, "file", "ONNX file")
     if not target.int8:
         raise EdgeresError(f"target {target.name} has no useful INT8 ({', '.join(target.precisions)} only); "
                            "deploy the FP32/FP16 export instead")

@@ -94,6 +94,7 @@ def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # noqa: BLE001
             raise EdgeresError(f"{path} is not a readable ONNX file ({e.__class__.__name__}); re-export it") from None
+        _check_finite_onnx(model, path)
         props = {p.key: p.value for p in model.metadata_props}
         classes = _json_meta(path, "edgeres.classes", props.get("edgeres.classes", "[]"), list)
         pre = _json_meta(path, "edgeres.preprocess", props.get("edgeres.preprocess", "{}"), dict)
@@ -108,6 +109,23 @@ def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
         return ArtifactInfo(_typed(sidecar, "classes", d.get("classes", []), list),
                             _typed(sidecar, "preprocess", d.get("preprocess", {}), dict), d)
     return ArtifactInfo()
+
+
+def _check_finite_onnx(model, path) -> None:
+    """ModelFileError naming the first float initializer of an ONNX file that holds NaN or Inf (as load_model does for
+    a PyTorch model's tensors): its outputs would be NaN and its top-1 the argmax of NaN."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    from edgeres.errors import ModelFileError
+
+    for t in model.graph.initializer:
+        if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE) and not t.data_location:
+            a = numpy_helper.to_array(t)
+            bad = int(a.size - np.isfinite(a).sum())
+            if bad:
+                raise ModelFileError(f"{path}: initializer {t.name} holds NaN or Inf ({bad} of {a.size} values): the "
+                                     "weights are damaged; re-export it from a sound model")
 
 
 def _typed(path, key, value, kind):

@@ -254,10 +254,12 @@ def _resume(run: _Run, last_path: Path, say) -> None:
 
 
 def _check_splits(splits) -> None:
+    from edgeres.data.folder import no_split_line
+
     if not splits.train:
-        raise EdgeresError(f"{splits.root} has no training images (expected DIR/train/CLASS/...)")
+        raise EdgeresError(no_split_line(splits.root, "train"))
     if not splits.val:
-        raise EdgeresError(f"{splits.root} has no validation images (expected DIR/val/CLASS/...)")
+        raise EdgeresError(no_split_line(splits.root))
 
 
 def _wrap(run: _Run, steps: int) -> None:
