@@ -76,6 +76,7 @@ class Pipeline:
 
     def _resolve_inputs(self, ctx: Context) -> dict:
         from edgeres.data import data_hash, resolve_data
+        from edgeres.data.filehash import CACHE_NAME, FileHashes
         from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
 
         lm = ctx.loaded
@@ -93,10 +94,11 @@ class Pipeline:
 
         n_out = num_outputs(lm.model, min(ctx.pre.size, 64))  # whatever the head is called
         check_classes(self.cfg.model, lm.meta.classes, ctx.splits.classes, n_out)
+        self.file_hashes = hashes = FileHashes(self.run_dir / CACHE_NAME)  # saved once the run folder exists
         manifest = {
             "model": {"path": os.path.abspath(self.cfg.model), "sha256": sha256_file(self.cfg.model),
                       "format": lm.meta.source_format, "arch": lm.meta.arch},
-            "data": {"root": os.path.abspath(root), "hash": data_hash(ctx.splits), "classes": ctx.splits.classes,
+            "data": {"root": os.path.abspath(root), "hash": data_hash(ctx.splits, hashes), "classes": ctx.splits.classes,
                      "train": len(ctx.splits.train), "val": len(ctx.splits.val)},
             "calib": {"root": os.path.abspath(self.cfg.calib)} if self.cfg.calib else None,
             "preprocess": ctx.pre.to_dict(),
@@ -106,7 +108,8 @@ class Pipeline:
             from edgeres.calibration import calibration_set_from
 
             cs = calibration_set_from(self.cfg.calib, self.cfg.calib_size, self.cfg.seed)
-            manifest["calib"]["hash"] = sha256_json([(os.path.relpath(p, self.cfg.calib), os.path.getsize(p)) for p in cs.paths])
+            manifest["calib"]["hash"] = sha256_json([(os.path.relpath(p, self.cfg.calib), d)
+                                                     for p, d in zip(cs.paths, hashes.digests(cs.paths))])
         return manifest
 
     def _stage_hash(self, stage, manifest: dict, upstream: str) -> str:
@@ -180,6 +183,7 @@ class Pipeline:
         manifest = self._resolve_inputs(ctx)  # bad inputs fail here, before the run directory exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.run_dir, recursive=True)  # temp files of an earlier run killed mid-write
+        self.file_hashes.save()
         write_json_atomic(self.run_dir / "manifest.json", manifest)
         import yaml
 
