@@ -73,6 +73,7 @@ class Pipeline:
         self.cfg, self.force, self.log = cfg, set(force), log or _log.info
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
+        check_out_apart(self.run_dir, {"--model": cfg.model, "--data": cfg.data, "--calib": cfg.calib})
 
     def _resolve_inputs(self, ctx: Context) -> dict:
         from edgeres.data import data_hash, resolve_data
@@ -85,6 +86,7 @@ class Pipeline:
             raise EdgeresError(
                 f"no images: {self.cfg.model} records no data folder and --data was not given. Accuracy and INT8 "
                 "calibration need images: pass --data DIR (an ImageFolder root) and optionally --calib DIR")
+        check_out_apart(self.run_dir, {f"the data folder recorded in {self.cfg.model}": root})
         ctx.splits = resolve_data(root, seed=self.cfg.seed)
         if not ctx.splits.val:
             raise EdgeresError(f"{root} has no validation images (DIR/val/CLASS/...) to measure accuracy on")
@@ -248,6 +250,30 @@ class Pipeline:
             "stage": name, "inputs_hash": h, "status": res.status, "note": res.note, "artifacts": res.artifacts,
             "artifact_sha256": res.digests, "rows": res.rows, "info": _jsonable(res.info),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+RUN_ENTRIES = STAGE_NAMES + ("device", "config.yaml", "manifest.json", "file_hashes.json", "report.csv", "report.json",
+                             "report.png", "summary.md")  # what a run writes in its folder
+
+
+def check_out_apart(out, inputs: dict) -> None:
+    """Refuse an output folder that is, or is inside, one of ``inputs`` ({option: path}, None skipped), or that holds
+    one where the run writes (a stage's folder, a report file): a run must not write among its own inputs. An input
+    elsewhere in the folder is left alone (``edgeres demo`` keeps its data and model beside the run's files)."""
+    o = os.path.realpath(out)
+    for opt, path in inputs.items():
+        if not path:
+            continue
+        p = os.path.realpath(path)
+        common = os.path.commonpath([o, p])
+        if common == p:
+            where = "is" if o == p else "is inside"
+        elif common == o and Path(os.path.relpath(p, o)).parts[0] in RUN_ENTRIES:
+            where = "holds"
+        else:
+            continue
+        raise EdgeresError(f"output folder {out} {where} {opt} {path}: a run must not write among its inputs; "
+                           "pass --out a folder outside the model, data and calibration paths")
 
 
 def _jsonable(obj):

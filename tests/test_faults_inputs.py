@@ -104,3 +104,66 @@ def test_validation_split_edited_in_place_is_shipped_again(own_data):
     _rewrite_same_size(img, 1)
     session.ship_data(splits.val, splits.classes)
     assert folders[0] == folders[1] != folders[2]
+
+
+# ---------------------------------------------------------------------------------------- item 6: out among inputs
+@pytest.fixture()
+def inputs(tmp_path, demo_data, tiny_ckpt):
+    """A private copy of the data (a run that wrongly went ahead would write into it) and of the model."""
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    model = tmp_path / "m.pt"
+    shutil.copy(tiny_ckpt, model)
+    return data, model
+
+
+def _files(folder: Path) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["out-inside-data", "out-is-data", "out-inside-calib", "out-holds-model"])
+def test_output_folder_among_the_inputs_is_refused_before_any_work(inputs, tmp_path, case):
+    from test_faults import fails_cleanly, run
+
+    data, model = inputs
+    calib = tmp_path / "calib"
+    shutil.copytree(data / "val", calib)
+    args = {"--model": model, "--data": data, "--calib": calib}
+    out = {"out-inside-data": data / "runs" / "r", "out-is-data": data, "out-inside-calib": calib / "r",
+           "out-holds-model": tmp_path / "r"}[case]
+    if case == "out-holds-model":  # the model of an earlier run's stage, with --out that run
+        (out / "prune").mkdir(parents=True)
+        args["--model"] = shutil.copy(model, out / "prune" / "model.pt")
+    before = {d: _files(d) for d in (data, calib, tmp_path / "r") if d.exists()}
+    flags = [str(x) for kv in args.items() for x in kv]
+    res = run("optimize", *flags, "--out", out, "--target", "jetson", "--prune", "0", "--latency-min-time", "0.1")
+    fails_cleanly(res, f"output folder {out}", "a run must not write among its inputs", "--out")
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert {d: _files(d) for d in before} == before  # nothing written, not even an empty folder
+
+
+def test_output_folder_inside_the_data_the_model_records_is_refused(inputs, tmp_path):
+    """No --data: the data folder recorded in the checkpoint is the input, and is checked the same way."""
+    from test_faults import fails_cleanly, run
+
+    from edgeres.models import load_model
+    from edgeres.models.checkpoint import save_checkpoint
+
+    data, model = inputs
+    lm = load_model(model)
+    lm.meta.data_root = str(data)
+    save_checkpoint(model, lm.model, lm.meta)
+    before = _files(data)
+    res = run("optimize", "--model", model, "--out", data / "run", "--target", "jetson", "--prune", "0")
+    fails_cleanly(res, f"output folder {data / 'run'} is inside the data folder recorded in {model}")
+    assert _files(data) == before
+
+
+def test_demo_layout_is_allowed(tmp_path):
+    """`edgeres demo` keeps its data and model beside the run's files (out/data, out/model.pt): not among them."""
+    from edgeres.pipeline import check_out_apart
+
+    out = tmp_path / "demo"
+    check_out_apart(out, {"--model": out / "model.pt", "--data": out / "data", "--calib": None})
+    with pytest.raises(Exception, match="holds --data"):
+        check_out_apart(out, {"--data": out / "baseline" / "data"})
