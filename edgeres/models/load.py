@@ -11,6 +11,7 @@ from pathlib import Path
 from edgeres.errors import ModelFileError
 from edgeres.models.build import build_model, checkpoint_arch, infer_arch, rebuild
 from edgeres.models.meta import ACCEPTED, CHECKPOINT_FORMAT, PICKLED_ARCH, PROGRAM_ARCH, LoadedModel, ModelMeta
+from edgeres.models.zipguard import check_zip_sizes
 
 _PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
 
@@ -77,6 +78,7 @@ def load_model(path, trust_model: bool = False, num_classes: int | None = None, 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    check_zip_sizes(path, path)  # a compressed bomb is refused from its declared sizes, before any storage is read
     if is_pt2(path):
         model = load_program(path.read_bytes(), path, trust_model)
         from edgeres.models.graph import num_outputs
