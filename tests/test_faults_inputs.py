@@ -66,6 +66,22 @@ def test_pixels_edited_in_place_redo_the_data_stages(own_data, tiny_ckpt, tmp_pa
     assert (tmp_path / "run" / "file_hashes.json").is_file()
 
 
+def test_calibration_image_edited_in_place_redoes_the_stages(own_data, tiny_ckpt, tmp_path):
+    data, _ = own_data
+    calib = tmp_path / "calib"
+    shutil.copytree(data / "val", calib)
+    from edgeres.calibration import calibration_set_from
+
+    img = Path(calibration_set_from(calib, 20).paths[0])  # an image the calibration set uses
+    _rewrite_same_size(img, 2)
+    assert img in [Path(p) for p in calibration_set_from(calib, 20).paths]
+    cfg = _cfg(tiny_ckpt, tmp_path / "run", data, calib=str(calib))
+    assert "[1/1] baseline ..." in _run_baseline(cfg)
+    assert "[1/1] baseline: unchanged, reused (skipped)" in _run_baseline(cfg)
+    _rewrite_same_size(img, 3)
+    assert "[1/1] baseline ..." in _run_baseline(cfg)
+
+
 def test_content_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
     """A re-run reads no file that kept its size and mtime; one whose mtime moved is read again."""
     from edgeres.data import filehash
