@@ -73,6 +73,7 @@ class Pipeline:
         self.cfg, self.force, self.log = cfg, set(force), log or _log.info
         name = Path(cfg.model).stem
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
+        check_out_apart(self.run_dir, {"--model": cfg.model, "--data": cfg.data, "--calib": cfg.calib})
 
     def prepare(self, ctx: Context, need_data: bool = True) -> dict:
         """Resolve the run's inputs into ``ctx`` (the data splits, the preprocessing; the model's classes checked
@@ -83,6 +84,7 @@ class Pipeline:
         ``need_data``, a model with no images gets only its preprocessing, and an empty manifest). Bad inputs fail
         here, writing nothing."""
         from edgeres.data import data_hash, resolve_data
+        from edgeres.data.filehash import CACHE_NAME, FileHashes
         from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
 
         lm = ctx.loaded
@@ -94,6 +96,7 @@ class Pipeline:
             raise EdgeresError(
                 f"no images: {self.cfg.model} records no data folder and --data was not given. Accuracy and INT8 "
                 "calibration need images: pass --data DIR (an ImageFolder root) and optionally --calib DIR")
+        check_out_apart(self.run_dir, {f"the data folder recorded in {self.cfg.model}": root})
         ctx.splits = resolve_data(root, seed=self.cfg.seed)
         if not ctx.splits.val:
             from edgeres.data.folder import no_split_line
@@ -105,10 +108,11 @@ class Pipeline:
 
         n_out = num_outputs(lm.model, min(ctx.pre.size, 64))  # whatever the head is called
         check_classes(self.cfg.model, lm.meta.classes, ctx.splits.classes, n_out)
+        self.file_hashes = hashes = FileHashes(self.run_dir / CACHE_NAME)  # saved once the run folder exists
         manifest = {
             "model": {"path": os.path.abspath(self.cfg.model), "sha256": sha256_file(self.cfg.model),
                       "format": lm.meta.source_format, "arch": lm.meta.arch},
-            "data": {"root": os.path.abspath(root), "hash": data_hash(ctx.splits), "classes": ctx.splits.classes,
+            "data": {"root": os.path.abspath(root), "hash": data_hash(ctx.splits, hashes), "classes": ctx.splits.classes,
                      "train": len(ctx.splits.train), "val": len(ctx.splits.val)},
             "calib": {"root": os.path.abspath(self.cfg.calib)} if self.cfg.calib else None,
             "preprocess": ctx.pre.to_dict(),
@@ -118,7 +122,8 @@ class Pipeline:
             from edgeres.calibration import calibration_set_from
 
             cs = calibration_set_from(self.cfg.calib, self.cfg.calib_size, self.cfg.seed)
-            manifest["calib"]["hash"] = sha256_json([(os.path.relpath(p, self.cfg.calib), os.path.getsize(p)) for p in cs.paths])
+            manifest["calib"]["hash"] = sha256_json([(os.path.relpath(p, self.cfg.calib), d)
+                                                     for p, d in zip(cs.paths, hashes.digests(cs.paths))])
         return manifest
 
     def _stage_hash(self, stage, manifest: dict, upstream: str) -> str:
@@ -192,6 +197,7 @@ class Pipeline:
         manifest = self.prepare(ctx)  # bad inputs fail here, before the run directory exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.run_dir, recursive=True)  # temp files of an earlier run killed mid-write
+        self.file_hashes.save()
         write_json_atomic(self.run_dir / "manifest.json", manifest)
         import yaml
 
@@ -258,6 +264,30 @@ class Pipeline:
             "stage": name, "inputs_hash": h, "status": res.status, "note": res.note, "artifacts": res.artifacts,
             "artifact_sha256": res.digests, "rows": res.rows, "info": _jsonable(res.info),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+RUN_ENTRIES = STAGE_NAMES + ("device", "config.yaml", "manifest.json", "file_hashes.json", "report.csv", "report.json",
+                             "report.png", "summary.md")  # what a run writes in its folder
+
+
+def check_out_apart(out, inputs: dict) -> None:
+    """Refuse an output folder that is, or is inside, one of ``inputs`` ({option: path}, None skipped), or that holds
+    one where the run writes (a stage's folder, a report file): a run must not write among its own inputs. An input
+    elsewhere in the folder is left alone (``edgeres demo`` keeps its data and model beside the run's files)."""
+    o = os.path.realpath(out)
+    for opt, path in inputs.items():
+        if not path:
+            continue
+        p = os.path.realpath(path)
+        common = os.path.commonpath([o, p])
+        if common == p:
+            where = "is" if o == p else "is inside"
+        elif common == o and Path(os.path.relpath(p, o)).parts[0] in RUN_ENTRIES:
+            where = "holds"
+        else:
+            continue
+        raise EdgeresError(f"output folder {out} {where} {opt} {path}: a run must not write among its inputs; "
+                           "pass --out a folder outside the model, data and calibration paths")
 
 
 def _jsonable(obj):

@@ -82,18 +82,19 @@ def resolve_data(root, val_fraction: float = 0.2, seed: int = 0) -> DataSplits:
     return DataSplits(str(root), classes, sorted(train), sorted(val))
 
 
-def data_hash(splits: DataSplits) -> str:
-    """A fingerprint of the data: class names and every file's relative path and size (fast on large sets)."""
+def data_hash(splits: DataSplits, hashes=None) -> str:
+    """A fingerprint of the data: class names and every file's relative path, class and CONTENT (a blake2b of its
+    bytes, cached by path, size and mtime in ``hashes``, an edgeres.data.filehash.FileHashes, so a re-run stays fast)."""
+    from edgeres.data.filehash import FileHashes
+
+    hashes = hashes or FileHashes()
     h = hashlib.sha256()
     h.update("\n".join(splits.classes).encode())
     for split in (splits.train, splits.val):
-        for path, ci in split:
+        # a dangling link or a link loop is fingerprinted as "missing"; loading reports or skips it
+        for (path, ci), digest in zip(split, hashes.digests([p for p, _ in split])):
             rel = os.path.relpath(path, splits.root)
-            try:
-                size = os.path.getsize(path)
-            except OSError:  # a dangling link or a link loop: fingerprinted as such; loading reports or skips it
-                size = -1
-            h.update(f"{rel}\t{ci}\t{size}\n".encode())
+            h.update(f"{rel}\t{ci}\t{digest}\n".encode())
     return h.hexdigest()
 
 

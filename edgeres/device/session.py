@@ -161,10 +161,13 @@ class DeviceSession:
     def ship_data(self, samples: list, classes: list) -> str:
         """The validation split (``samples``: (path, class index) pairs) as an ImageFolder
         ``~/.cache/edgeres/data/<key>/val/<class>/``, shipped once; returns ``~/.cache/edgeres/data/<key>``. The key
-        hashes the files' names and sizes (as the run's data hash does), so a large split is packed only when the
-        device lacks it."""
+        hashes the files' names and contents (the run's data hash, from its cache: edgeres.data.filehash), so a large
+        split is packed only when the device lacks it, and an image edited in place is shipped again."""
+        from edgeres.data.filehash import FileHashes
+
         entries = split_entries(samples, classes)
-        key = sha256_json([(arc, os.path.getsize(p)) for arc, p in entries])
+        digests = FileHashes().digests([p for _, p in entries])
+        key = sha256_json([(arc, d) for (arc, _), d in zip(entries, digests)])
         folder = f"{CACHE}/data/{key}"
 
         def make():

@@ -11,6 +11,7 @@ from pathlib import Path
 from edgeres.errors import ModelFileError, require_path
 from edgeres.models.build import build_model, checkpoint_arch, infer_arch, rebuild
 from edgeres.models.meta import ACCEPTED, CHECKPOINT_FORMAT, PICKLED_ARCH, PROGRAM_ARCH, LoadedModel, ModelMeta
+from edgeres.models.zipguard import check_zip_sizes
 
 _PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
 
@@ -101,7 +102,9 @@ def _load(path: Path, trust_model: bool, num_classes, arch, classes) -> LoadedMo
 
     from edgeres.models.program import is_pt2, load_program
 
+    path = Path(path)
     require_path(path, "file", "model file", error=ModelFileError)
+    check_zip_sizes(path, path)  # a compressed bomb is refused from its declared sizes, before any storage is read
     if is_pt2(path):
         model = load_program(path.read_bytes(), path, trust_model)
         from edgeres.models.graph import num_outputs

@@ -98,8 +98,12 @@ def _raw_members(z: zipfile.ZipFile) -> set[str]:
     return raw
 
 
-def _needs_pickle(data: bytes) -> str | None:
-    """The first pickled member that does not load as plain data (tensors, containers), or None."""
+def _needs_pickle(data: bytes, where="") -> str | None:
+    """The first pickled member that does not load as plain data (tensors, containers), or None. A member that is
+    itself a zip is checked for a compressed bomb first (edgeres.models.zipguard)."""
+    from edgeres.models.zipguard import check_zip_sizes
+
+    check_zip_sizes(data, where)
 
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         raw = _raw_members(z)
@@ -108,6 +112,7 @@ def _needs_pickle(data: bytes) -> str | None:
                 continue
             blob = z.read(name)
             if blob[:2] == b"PK" or blob[:1] == b"\x80":
+                check_zip_sizes(blob, f"{where} (member {name})")
                 try:
                     torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
                 except Exception:  # noqa: BLE001 - anything that is not plain data
@@ -118,7 +123,7 @@ def _needs_pickle(data: bytes) -> str | None:
 def load_program(data: bytes, where, trust_model: bool = False):
     """An ``ExportedModule`` from ``.pt2`` bytes; refuses members that need unpickling unless ``trust_model``."""
 
-    member = _needs_pickle(data)
+    member = _needs_pickle(data, where)
     if member is not None and not trust_model:
         raise ModelFileError(f"{where}: the torch.export program holds a pickled object ({member}) that is not plain "
                              "data; unpickling it can run arbitrary code. Pass --trust-model if you trust its source")

@@ -75,7 +75,9 @@ def artifact_info(path, trust_model: bool = False) -> ArtifactInfo:
     kind = artifact_kind(path)
     if kind == "pt":
         from edgeres.models import CHECKPOINT_FORMAT, load_model
+        from edgeres.models.zipguard import check_zip_sizes
 
+        check_zip_sizes(path, path)  # before torch reads any storage
         try:  # an edgeres checkpoint's metadata, without building the model (memory-mapped, weights only)
             import torch
 
