@@ -57,6 +57,16 @@ def test_bench_prune_smoke(tmp_path):
     assert float(rows["ratio 0.3"]["macs_removed"]) >= 0.5
 
 
+@pytest.mark.slow
+def test_bench_prune_families_smoke(tmp_path):
+    out = tmp_path / "f.csv"
+    proc = _run("bench_prune_families.py", "--out", out, "--families", "cifar-option-a", "--train-per-class", "3",
+                "--val-per-class", "2", "--train-epochs", "1", "--finetune-epochs", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = next(csv.DictReader(open(out)))
+    assert row["family"] == "cifar-option-a" and float(row["macs_kept"]) <= 0.5 and row["rewritten_shortcuts"] == "2"
+
+
 def test_bench_quantize_peer_smoke(tmp_path, tiny_ckpt, demo_data):
     """edgeres's x86 INT8 file and ONNX Runtime's quantize_static side by side on the same calibration images, with
     top-1 and the CPU flags in each row (tiny model; the accuracy comparison is read from the CSV of a real run)."""
