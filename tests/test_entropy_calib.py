@@ -78,3 +78,23 @@ def test_entropy_amax_histograms_abs_values_with_one_range():
         assert 0.3 * amax < thr <= amax  # not clipped to a quarter of the range
     r = entropy_amax(model, ["y"], x, "x", symmetric=False)  # x86's uint8: from the tensor's minimum (0 after ReLU)
     assert r["y"][0] == 0.0 and r["y"][1] > 0
+
+
+def test_mse_threshold_is_near_the_brute_force_best_for_signed_int8():
+    """The signed-INT8 MSE rule (opt-in ``signed_ranges``) against quantizing the sample itself at every candidate
+    threshold: 127 steps a side, values beyond clipped."""
+    from edgeres.quant.ranges import mse_threshold_bin
+
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.laplace(size=100_000))
+    amax = x.max()
+    width = amax / 2048
+
+    def mse(t):
+        s = t / 127
+        return float(np.mean((np.clip(np.round(x / s), -127, 127) * s - x) ** 2))
+
+    m = mse_threshold_bin(np.histogram(x, bins=2048, range=(0, amax))[0])
+    best = min(mse((i + 0.5) * width) for i in range(8, 2048, 4))
+    assert mse((m + 0.5) * width) <= 1.03 * best
+    assert (m + 0.5) * width < 0.9 * amax  # a heavy tail is clipped

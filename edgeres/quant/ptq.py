@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeres.errors import EdgeresError
 from edgeres.quant.qdq import qdq_summary
-from edgeres.quant.ranges import entropy_amax, set_activation_ranges
+from edgeres.quant.ranges import entropy_amax, mse_threshold_bin, set_activation_ranges
 from edgeres.quant.scoring import top1_fn
 from edgeres.quant.settings import QuantizeConfig, nncf_settings
 from edgeres.quant.shipped_form import finalize
@@ -91,10 +91,12 @@ def ptq(model, target, calib_arrays, cfg: QuantizeConfig, input_name: str, val=N
         ac = _accuracy_control_report(capture.lines if capture else [])
     else:
         qmodel = nncf.quantize(model, calib, **kw)
-    if cfg.method == "entropy":
+    signed_mse = cfg.signed_ranges and cfg.method == "histogram" and target.quant_format == "trt-qdq"
+    if cfg.method == "entropy" or signed_mse:
         tensors = [q.input[0] for q in qmodel.graph.node if q.op_type == "QuantizeLinear"]
         ranges = entropy_amax(model, tensors, calib_arrays[: kw["subset_size"]], input_name,
-                               symmetric=target.quant_format == "trt-qdq")
+                               symmetric=target.quant_format == "trt-qdq",
+                               rule=mse_threshold_bin if signed_mse else None)
         if target.quant_format == "trt-qdq":
             force_signed_int8(qmodel)  # the Q outputs' declared type becomes int8 before the new zero-points
         set_activation_ranges(qmodel, ranges, target.quant_format)

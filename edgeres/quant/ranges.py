@@ -77,10 +77,30 @@ def _batches(sess, tensors, calib_arrays, input_name, batch: int = 8):
         yield dict(zip(tensors, outs))
 
 
-def entropy_amax(model, tensors: list, calib_arrays: np.ndarray, input_name: str, symmetric: bool) -> dict:
+def mse_threshold_bin(hist, levels: int = 127) -> int:
+    """The bin count m whose threshold (m + 0.5) * width gives the least expected squared error of a symmetric
+    quantizer with ``levels`` steps a side (rounding: step^2 / 12 per value inside, clipping: (|x| - T)^2 outside),
+    in bin widths. For TensorRT's signed INT8 on a non-negative tensor: 127 steps, not the 255 of NNCF's uint8
+    ranges."""
+    h = np.asarray(hist, dtype=np.float64)
+    n = len(h)
+    c = np.arange(n) + 0.5  # bin centres, in widths
+    t = np.arange(n) + 0.5  # candidate thresholds
+    tail_n = np.concatenate([np.cumsum(h[::-1])[::-1], [0.0]])[1:]  # values above bin m
+    tail_c = np.concatenate([np.cumsum((h * c)[::-1])[::-1], [0.0]])[1:]
+    tail_c2 = np.concatenate([np.cumsum((h * c * c)[::-1])[::-1], [0.0]])[1:]
+    inside = h.sum() - tail_n
+    err = inside * (t / levels) ** 2 / 12.0 + tail_c2 - 2 * t * tail_c + t * t * tail_n
+    return int(np.argmin(err[8:]) + 8)  # at least 8 bins: a range of 0.4 % of the max is never the answer
+
+
+def entropy_amax(model, tensors: list, calib_arrays: np.ndarray, input_name: str, symmetric: bool,
+                 rule=None) -> dict:
     """{tensor: (lo, hi)} by KL-divergence (entropy) calibration as TensorRT's calibrator does it, on the FP32
     model's tensors ``tensors`` (the ones the Q/DQ graph quantizes): two passes over the calibration arrays, the
-    first for each tensor's range, the second for its 2048-bin histogram of |x| over that fixed range."""
+    first for each tensor's range, the second for its 2048-bin histogram of |x| over that fixed range. ``rule``
+    (histogram -> bin count) replaces the KL search (``mse_threshold_bin``: MSE-optimal for signed INT8)."""
+    rule = rule or kl_threshold_bin
     names = {init.name for init in model.graph.initializer}
     tensors = [t for t in dict.fromkeys(tensors) if t not in names]
     if not tensors:
@@ -102,7 +122,7 @@ def entropy_amax(model, tensors: list, calib_arrays: np.ndarray, input_name: str
     for t in tensors:
         if not amax[t] > 0:
             continue
-        thr = min((kl_threshold_bin(hists[t]) + 0.5) * amax[t] / NUM_BINS, amax[t])
+        thr = min((rule(hists[t]) + 0.5) * amax[t] / NUM_BINS, amax[t])
         out[t] = (-thr, thr) if symmetric else (max(lo[t], -thr), min(hi[t], thr))
     return out
 

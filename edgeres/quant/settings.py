@@ -22,6 +22,7 @@ class QuantizeConfig:
     bias_correction: bool = True
     nncf_max_drop: float | None = None  # NNCF's own accuracy control (points of top-1) instead of the INT8 budget
     ignored_nodes: list = field(default_factory=list)
+    signed_ranges: bool = False  # TensorRT form, histogram method: MSE-optimal ranges for the signed INT8 it ships
     trt_add_rule: bool = True  # rewrite residual Adds for TensorRT's Conv+Add fusion (trt-qdq only)
     int8_max_drop: float | None = None  # the INT8 budget: points of top-1 vs the FP32 export, on the shipped file
     fallback: tuple = FALLBACKS  # over budget: other calibration methods, float layers (sensitivity), QAT
