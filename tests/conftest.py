@@ -164,6 +164,16 @@ def pipeline_run(tmp_path_factory, tiny_ckpt, demo_data):
     return out
 
 
+@pytest.fixture
+def run_copy(pipeline_run, tmp_path):
+    """A copy of the shared run (``tmp_path/run``) for a test that changes it."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(pipeline_run, out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def device_host_run(pipeline_run):
     """The shared run (`optimize --target jetson-orin-nano` without --device): the --device tests copy it, and only

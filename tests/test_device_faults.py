@@ -3,7 +3,6 @@ mid-transfer and mid-benchmark (with and without coming back), a reboot, a full 
 refused key. Each gives one line and exit 1, leaves the run directory intact, and a re-run resumes."""
 
 import hashlib
-import shutil
 import sys
 import threading
 import time
@@ -65,10 +64,8 @@ def running(dev, name):
 
 
 @pytest.fixture
-def run_dir(device_host_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(device_host_run, out)
-    return out
+def run_dir(run_copy):
+    return run_copy
 
 
 def optimize(cli, run, dev, tiny_ckpt, demo_data, env=None):

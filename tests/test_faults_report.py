@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 import tarfile
 
 import pytest
@@ -30,10 +29,8 @@ def _device_csv(path, **changes):
 
 
 @pytest.fixture
-def run(pipeline_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(pipeline_run, out)
-    return out
+def run(run_copy):
+    return run_copy
 
 
 @pytest.mark.parametrize("changes, says", [

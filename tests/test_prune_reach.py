@@ -65,7 +65,8 @@ def test_option_a_shortcut_rewritten_exactly_then_pruned_through(make):
 @pytest.mark.slow
 def test_option_a_cifar_resnet_prunes_to_half_its_macs_reloads_exports_quantizes(tmp_path, demo_data):
     from edgeres.onnx_check import check_file
-    from edgeres.onnx_export import ExportConfig, run_export
+    from edgeres.onnx_export import ExportConfig
+    from edgeres.pipeline import OptimizeConfig, export_command
     from edgeres.quant.run import run_quantize
     from edgeres.quant.settings import QuantizeConfig
     from edgeres.targets import get_target
@@ -80,7 +81,8 @@ def test_option_a_cifar_resnet_prunes_to_half_its_macs_reloads_exports_quantizes
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(back.model(x), info["model"](x))
-    ex = run_export(tmp_path / "p.pt", tmp_path / "p.onnx", ExportConfig(parity_images=8), data=demo_data)
+    ex = export_command(OptimizeConfig(model=str(tmp_path / "p.pt"), data=str(demo_data)), tmp_path / "p.onnx",
+                        ExportConfig(parity_images=8))
     assert ex["parity"]["passed"]
     target = get_target("jetson-orin-nano")
     run_quantize(tmp_path / "p.onnx", demo_data, target, tmp_path / "q.onnx", QuantizeConfig(subset_size=16))

@@ -235,8 +235,8 @@ def test_review_nptype_of_85_with_numpy_124(monkeypatch, tmp_path):
 
 
 def test_dla_core_on_thor_is_refused_before_any_build(cli, tmp_path):
-    """jetson-thor has no DLA: --dla-core 0 is refused by the build spec (build-engine, the engine stage) before any
-    build, with the reason, and nothing is written."""
+    """jetson-thor has no DLA: --dla-core 0 is refused by the build spec (the engine stage) before any build, with the
+    reason; on build-engine it is a usage error (exit 2) before the ONNX file is read, and nothing is written."""
     from test_faults_bundle import _tiny_onnx
 
     from edgeres.engine_build import build_spec
@@ -247,6 +247,6 @@ def test_dla_core_on_thor_is_refused_before_any_build(cli, tmp_path):
         build_spec(tmp_path / "m.onnx", "e", get_target("jetson-thor"), Preprocess(size=32), dla_core=0)
     proc = cli("build-engine", "--onnx", tmp_path / "m.onnx", "--target", "jetson-thor", "--dla-core", "0",
                "--out", tmp_path / "t.engine")
-    assert proc.returncode == 1 and "no DLA core" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "t.engine").exists()
+    assert proc.returncode == 2 and "--dla-core 0: target jetson-thor has no DLA core" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "t.engine").exists()
     assert build_spec(tmp_path / "m.onnx", "e", get_target("jetson-agx-orin"), Preprocess(size=32), dla_core=0).dla_core == 0
