@@ -140,3 +140,16 @@ logging.getLogger("torch.utils.cpp_extension").warning("a real warning")
     assert res.returncode == 0, res.stderr[-2000:]
     assert progress.CUDA_HOME_NOTICE not in res.stderr
     assert "a real warning" in res.stderr and (tmp_path / "q.onnx").is_file()
+    # the budget search's own PTQ step (what `quantize` and `optimize` run by default) imports NNCF on its own path
+    code = f"""
+import numpy as np
+from edgeres.quant.ptq import load_fp32, ptq
+from edgeres.quant.settings import QuantizeConfig
+from edgeres.targets import get_target
+x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+model, name = load_fp32({str(tiny_onnx)!r}, get_target("jetson"), x)
+ptq(model, get_target("jetson"), x, QuantizeConfig(subset_size=4), name)
+"""
+    res = _python(code, CUDA_HOME=str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert progress.CUDA_HOME_NOTICE not in res.stderr

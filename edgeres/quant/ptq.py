@@ -66,9 +66,10 @@ def ptq(model, target, calib_arrays, cfg: QuantizeConfig, input_name: str, val=N
     """One NNCF PTQ run (or accuracy control with ``val``=(x, y)), then the target's form. -> (qmodel, info)."""
     import nncf
 
-    from edgeres.progress import tame_library_logs
+    from edgeres.progress import import_cpp_extension_quietly, tame_library_logs
 
     tame_library_logs()  # NNCF's own stdout handler follows -q/-v (its INFO lines only with -v)
+    import_cpp_extension_quietly()  # nncf.quantize imports nncf.torch even for an ONNX model
 
     from edgeres.calibration import nncf_dataset
 
