@@ -44,7 +44,7 @@ def prune_cmd(model_path, out, ratio, target_macs, global_pruning, round_to, ite
         raise click.UsageError("give --target-latency-ms or --target-speedup, not both")
     cfg = PruneConfig(ratio=ratio, target_macs=target_macs, importance=kw["importance"], global_pruning=global_pruning,
                       round_to=round_to, iterative_steps=iterative_steps, keep_stem=not prune_stem, sparsity=sparsity,
-                      accept_shortfall=kw["accept_shortfall"])
+                      seed=kw["seed"], accept_shortfall=kw["accept_shortfall"])
     latency = target_latency_ms is not None or target_speedup is not None
     if latency and (ratio is not None or target_macs is not None):
         raise click.UsageError("give one of --ratio, --target-macs, --target-latency-ms, --target-speedup")

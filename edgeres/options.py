@@ -80,7 +80,7 @@ OPTIONS = (
            "that reads images (evaluation, fine-tuning, calibration)", "inputs",
            commands=_STAGE + ("prune", "export", "quantize", "bench")),
     Option("seed", "int", 0, "seeds data splits, calibration sampling and fine-tuning", "inputs", lo=0, hi=2**32 - 1,
-           commands=("quantize",)),
+           commands=("quantize", "prune")),
     # --- preprocessing
     Option("image_size", "int", None, "input side in pixels (default 224)", "preprocessing", lo=8, hi=4096,
            nullable=True, commands=_PRE),

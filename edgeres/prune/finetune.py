@@ -184,7 +184,7 @@ def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, 
     root = resolve_data_for(loaded.meta, data)
     if root is None:
         raise EdgeresError(f"{model_path} records no data folder: pass --data (fine-tuning and accuracy need images)")
-    splits = resolve_data(root)
+    splits = resolve_data(root, seed=cfg.seed)  # the split the pipeline makes (Pipeline.prepare)
     from edgeres.evaluate import check_classes
     from edgeres.models import num_outputs
 

@@ -1,0 +1,74 @@
+"""`edgeres quantize` and `edgeres prune` take the path of `optimize`'s quantize and prune stages (``run_quantize``;
+``prune_and_finetune`` after the same data split and seed): for the same inputs and settings they write the same
+INT8 ONNX file (byte for byte) and the same pruned checkpoint (tensor for tensor, with the same metadata)."""
+
+from __future__ import annotations
+
+import torch
+import yaml
+
+
+def _run_cfg(run) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_quantize_command_writes_the_optimize_runs_int8_file(cli, pipeline_run, demo_data, tmp_path):
+    """The run calibrated on a stratified sample of --data's training split (no --calib): `--calib DATA` picks the
+    same images, and the budget is checked on the same held-out validation images."""
+    cfg = _run_cfg(pipeline_run)
+    fallback = ",".join(cfg["int8_fallback"]) or "none"
+    out = tmp_path / "q" / "model_int8.onnx"
+    proc = cli("quantize", "--onnx", pipeline_run / "export" / "model.onnx", "--calib", demo_data, "--data", demo_data,
+               "--target", cfg["target"], "--calib-size", cfg["calib_size"], "--method", cfg["calib_method"],
+               "--seed", cfg["seed"], "--int8-max-drop", cfg["int8_max_drop"], "--fallback", fallback, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    ran = pipeline_run / "quantize"
+    assert out.read_bytes() == (ran / "model_int8.onnx").read_bytes()
+    assert (tmp_path / "q" / "model_int8.onnx.calib.json").read_bytes() == (ran / "model_int8.onnx.calib.json").read_bytes()
+
+
+def _same_checkpoint(a, b) -> None:
+    """Tensor-equal state dicts and equal architecture metadata (the zip's inner folder name follows the file name)."""
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+    assert set(ca) == set(cb)
+    sa, sb = ca.pop("state_dict"), cb.pop("state_dict")
+    assert list(sa) == list(sb)
+    assert [n for n in sa if not torch.equal(sa[n], sb[n])] == []
+    assert ca == cb
+
+
+def test_prune_command_writes_the_optimize_runs_checkpoint(cli, pipeline_run, tiny_ckpt, demo_data, tmp_path):
+    cfg = _run_cfg(pipeline_run)
+    assert cfg["finetune_epochs"] == 0
+    out = tmp_path / "model.pt"
+    proc = cli("prune", "--model", tiny_ckpt, "--data", demo_data, "--ratio", cfg["prune"], "--importance",
+               cfg["importance"], "--finetune-epochs", 0, "--target", cfg["target"], "--seed", cfg["seed"], "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    _same_checkpoint(out, pipeline_run / "prune" / "model.pt")
+
+
+def test_prune_command_takes_the_stages_seed(cli, tiny_ckpt, demo_data, tmp_path):
+    """Taylor importance reads training batches in a seeded order (and fine-tuning is seeded): `edgeres prune --seed`
+    gives what the prune stage gives under `optimize --seed` (the command once had no --seed and always used 0)."""
+    from edgeres.config import OptimizeConfig
+    from edgeres.pipeline import Pipeline
+    from edgeres.stages.base import Context
+    from edgeres.stages.prune import PruneStage
+
+    settings = dict(prune=0.3, importance="taylor", finetune_epochs=0, seed=3, target="jetson-orin-nano")
+    cfg = OptimizeConfig(model=str(tiny_ckpt), data=str(demo_data), out=str(tmp_path / "run"), **settings)
+    p = Pipeline(cfg, stages=("prune",))
+    ctx = Context(cfg, p.run_dir, p.log)
+    ctx.measuring = False
+    p.prepare(ctx)
+    PruneStage().run(ctx)
+    runs = {}
+    for seed in (3, 0):
+        out = tmp_path / f"seed{seed}" / "model.pt"
+        proc = cli("prune", "--model", tiny_ckpt, "--data", demo_data, "--ratio", 0.3, "--importance", "taylor",
+                   "--finetune-epochs", 0, "--target", "jetson-orin-nano", "--seed", seed, "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        runs[seed] = out
+    _same_checkpoint(runs[3], p.run_dir / "prune" / "model.pt")
+    s0, s3 = (torch.load(runs[s], map_location="cpu", weights_only=False)["state_dict"] for s in (0, 3))
+    assert any(s0[n].shape != s3[n].shape or not torch.equal(s0[n], s3[n]) for n in s3), "the seed changes nothing"
