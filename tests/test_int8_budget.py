@@ -331,3 +331,37 @@ def test_int8_max_drop_none_on_the_command_line():
 
     assert _Checked(BY_KEY["int8_max_drop"]).convert("none", None, None) is None
     assert _Checked(BY_KEY["int8_max_drop"]).convert("0.3", None, None) == 0.3
+
+
+def test_float_fallback_tries_the_largest_set_once_when_it_cannot_fit(float_fallback):
+    """Over budget even with every layer the MACs share allows kept float: one full evaluation, not one per step."""
+    b = float_fallback["jetson-orin-nano"][1]["budget"]
+    assert [a["path"] for a in b["attempts"]].count("ptq-histogram+float") == 1
+    assert b["evaluations"] == 1 + 1 + 1 + 21  # FP32 reference aside: PTQ, the kmax file, sensitivity base + 21 layers
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 21, 64, 161])
+def test_smallest_fitting_layer_count_by_bisection(n):
+    """The float fallback's search: the smallest k that fits, in at most 1 + ceil(log2 n) full evaluations."""
+    import math
+
+    from edgeres.quant.budget import smallest_fitting
+
+    for need in range(1, n + 2):  # need = n + 1: nothing fits
+        calls = []
+        k = smallest_fitting(n, lambda k: calls.append(k) or k >= need)
+        assert k == (need if need <= n else None)
+        assert len(calls) <= 1 + math.ceil(math.log2(n)) and calls[0] == n
+
+
+def test_sensitivity_subset_is_stratified():
+    import numpy as np
+
+    from edgeres.quant.sensitivity import stratified_subset
+
+    y = np.repeat(np.arange(10), [100] * 9 + [5])  # one small class
+    idx = stratified_subset(y, 256)
+    assert len(idx) == 256 and len(set(idx.tolist())) == 256 and list(idx) == sorted(idx)
+    counts = np.bincount(y[idx], minlength=10)
+    assert counts[9] == 5 and counts[:9].min() >= 27 and counts[:9].max() <= 28
+    assert stratified_subset(y[:200], 256) is None

@@ -18,12 +18,20 @@ from edgeres.quant.sensitivity import sensitivity, write_sensitivity
 from edgeres.quant.settings import FALLBACKS, QuantizeConfig
 
 
-def _float_steps(n: int) -> list:
-    steps, k = [], 1
-    while k < n:
-        steps.append(k)
-        k = k + 1 if k < 4 else int(k * 1.5)
-    return steps + [n]
+def smallest_fitting(n: int, fits) -> int | None:
+    """The smallest k in [1, n] with ``fits(k)``, by bisection: ``fits`` is taken as monotone in k (more layers kept
+    float, less loss), so ``n`` is tried first (if it does not fit, nothing smaller will) and then the interval is
+    halved. At most 1 + ceil(log2 n) calls, where a walk over k pays one call per step. None if ``n`` does not fit."""
+    if n < 1 or not fits(n):
+        return None
+    lo, hi = 0, n  # fits(hi) is known true; fits(lo) is taken as false (k = 0 is the all-INT8 file, over budget)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 class _Search:
@@ -79,18 +87,29 @@ class _Search:
                                      else None)
         total = max(1, sum(macs.values()))
         order = [r["layer"] for r in self.sens_rows]
-        for k in _float_steps(len(order)):
-            share = sum(macs.get(x, 0) for x in order[:k]) / total
-            if share > self.cfg.max_float_macs_share:
-                break
+        shares = [sum(macs.get(x, 0) for x in order[:k]) / total for k in range(len(order) + 1)]
+        kmax = max(k for k in range(len(order) + 1) if shares[k] <= self.cfg.max_float_macs_share)
+        tried: dict = {}
+
+        def fits(k: int) -> bool:  # one full validation pass: the k most sensitive layers kept float
             qm = keep_float(base_q, self.model, order[:k], self.fp16)
-            a = self.attempt(f"ptq-{base_a.get('method', self.cfg.method)}+float", qm, method=base_a.get("method"),
-                             float_layers=order[:k], float_macs_share=share)
-            if self.better(a) or self.fits(a):
-                self.best = (a, qm)
-                self.chosen_float = order[:k]
-            if self.fits(a):
-                break
+            tried[k] = (self.attempt(f"ptq-{base_a.get('method', self.cfg.method)}+float", qm,
+                                     method=base_a.get("method"), float_layers=order[:k], float_macs_share=shares[k]),
+                        qm)
+            return self.fits(tried[k][0])
+
+        if kmax == 0:
+            log(f"INT8 over budget: the most sensitive layer alone is over {self.cfg.max_float_macs_share:.0%} of the "
+                "MACs (max_float_macs_share); no layer kept float")
+            return
+        k = smallest_fitting(kmax, fits)
+        log(f"INT8 float fallback: {len(tried)} full evaluations for {len(order)} layers (bisection over the "
+            f"{kmax} most sensitive within {self.cfg.max_float_macs_share:.0%} of the MACs)")
+        if k is None:  # even kmax is over budget: keep it only if it is better than the all-INT8 file
+            k = kmax
+            if not self.better(tried[k][0]):
+                return
+        self.best, self.chosen_float = tried[k], order[:k]
 
     def try_qat(self, qat) -> None:
         if qat is None:

@@ -28,7 +28,7 @@ class QuantizeConfig:
     fallback: tuple = FALLBACKS  # over budget: other calibration methods, float layers (sensitivity), QAT
     methods: tuple = BUDGET_METHODS
     max_float_macs_share: float = 0.5  # the float fallback gives up (QAT next) beyond this share of MACs in float
-    sensitivity_images: int = 500  # validation images for the per-layer sensitivity (the budget uses all of them)
+    sensitivity_images: int = 256  # a stratified subset for the per-layer sensitivity (the budget uses all images)
     qat_epochs: int = 1
     qat_lr: float = 1e-5
 
