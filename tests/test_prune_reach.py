@@ -189,3 +189,19 @@ def test_iterative_step_files_are_reload_checked(tmp_path, demo_data, monkeypatc
               FinetuneConfig(epochs=1, batch_size=16, max_steps_per_epoch=1), data=demo_data, trust_model=True,
               pre_overrides={"image_size": 32}, progress=False)
     assert checked == ["p.step1.pt", "p.pt"]
+
+
+def test_taylor_importance_leaves_batchnorm_statistics_as_they_were():
+    """Taylor importance's gradient batches run in train mode; the kept channels keep the BatchNorm running
+    statistics of the model given (the seed of the batches used to change them, with no fine-tuning at all)."""
+    torch.manual_seed(0)
+    model = _randomize_bn(CifarResNet(n=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = lambda: [(torch.randn(8, 3, 32, 32) * 3 + 1, torch.randint(0, 10, (8,))) for _ in range(2)]  # noqa: E731
+    channel_prune(model, PruneConfig(ratio=0.25, importance="taylor"), 32, grad_batches=batches)
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert any(m.running_mean.numel() < before[f"{n}.running_mean"].numel() for n, m in bns.items())  # pruned
+    for n, m in bns.items():  # the kept channels' statistics are the originals, unchanged
+        full = before[f"{n}.running_mean"]
+        assert all(any(torch.equal(v, w) for w in full) for v in m.running_mean), n
+        assert int(m.num_batches_tracked) == int(before[f"{n}.num_batches_tracked"]), n

@@ -101,13 +101,20 @@ def _make_pruner(model, cfg: PruneConfig, ratio: float, size: int):
 
 
 def _taylor_grads(model, batches) -> None:
+    """Gradients for Taylor importance, in train mode (batch statistics, as in training). Measuring leaves the model
+    as it was: BatchNorm's running statistics, which train mode updates, are put back afterwards."""
     import torch.nn.functional as F
 
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     model.zero_grad()
     model.train()
-    for x, y in batches:
-        F.cross_entropy(model(x), y).backward()
-    model.eval()
+    try:
+        for x, y in batches:
+            F.cross_entropy(model(x), y).backward()
+    finally:
+        model.eval()
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
 
 
 def _macs(model, size: int) -> int:
