@@ -130,6 +130,24 @@ class Runtime:
                 "version": self.version(), "threads": self.threads, "fixed_batch": self.fixed_batch}
 
 
+
+class BackendRuntime(Runtime):
+    """A runner over one of the device runtime's backends (``self.backend``: run, close, version), set by ``_open``:
+    the host measures ONNX Runtime and OpenVINO rows with the code a bundle runs."""
+
+    backend = None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.backend.run(x)
+
+    def _close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def version(self) -> str:
+        return self.backend.version if self.backend is not None else ""
+
 def gpu_label(index: int = 0) -> str:
     """``cuda:<GPU name>`` (the device column of a row measured on a GPU), ``cuda`` where torch cannot name it."""
     try:

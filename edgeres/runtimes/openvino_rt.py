@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from edgeres.runtimes.base import Runtime
+from edgeres.runtimes.base import BackendRuntime
 
 
-class OpenVinoRuntime(Runtime):
+class OpenVinoRuntime(BackendRuntime):
     name = "openvino"
 
     def __init__(self, artifact, device: str = "auto", threads: int | None = None, **_):
@@ -26,17 +24,6 @@ class OpenVinoRuntime(Runtime):
         self.device, self.precision = self.backend.device, self.backend.precision
         self.fixed_batch = self.backend.fixed_batch
         self.inference_precision = self.backend.inference_precision
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.backend.run(x)
-
-    def _close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-
-    def version(self) -> str:
-        return self.backend.version if self.backend is not None else ""
 
     def describe(self) -> dict:
         d = super().describe()

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from edgeres.errors import EdgeresError, Unavailable
-from edgeres.runtimes.base import Runtime, gpu_label
+from edgeres.runtimes.base import BackendRuntime, gpu_label
 
 MAX_FIXED_BATCH = 4096
 
@@ -71,7 +71,7 @@ def _has_dist(name: str) -> bool:
         return False
 
 
-class OrtRuntime(Runtime):
+class OrtRuntime(BackendRuntime):
     name = "onnxruntime"
 
     def __init__(self, artifact, device: str = "auto", threads: int | None = None, providers: list | None = None, **_):
@@ -110,15 +110,7 @@ class OrtRuntime(Runtime):
         if x.ndim == 4 and any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[2:])):
             raise EdgeresError(f"{self.artifact} takes {want[0]}x{want[1]} px images but the preprocessing gives "
                                f"{x.shape[2]}x{x.shape[3]}; pass --image-size {want[0]}")
-        return self.backend.run(x)
-
-    def _close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-
-    def version(self) -> str:
-        return self.backend.version if self.backend is not None else ""
+        return super()._run(x)
 
     def describe(self) -> dict:
         d = super().describe()
