@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from edgeres.onnx_check import check_file, check_model
-from edgeres.quant import scoring
+from edgeres.quant import budget, scoring
 from edgeres.quant.budget import budget_note, quantize_within_budget
 from edgeres.quant.float_layers import keep_float
 from edgeres.quant.ptq import ptq
@@ -110,9 +110,14 @@ def float_fallback(tmp_path_factory, fp32_onnx, arrays):
     cfg = QuantizeConfig(subset_size=20, int8_max_drop=-1000.0, fallback=("float",), max_float_macs_share=0.12,
                          sensitivity_images=30)
     out = {}
-    for name in ("jetson-thor", "jetson-orin-nano"):
-        out[name] = (d / f"{name}.onnx", quantize_within_budget(fp32_onnx, d / f"{name}.onnx", get_target(name), calib,
-                                                                   vx, vy, cfg))
+    # Never within budget; over budget even with the layers kept float, the search keeps that file only if it beats
+    # the all-INT8 one, which on this near-chance model is a coin toss: here it always does, as these tests check
+    # the mixed file and its report, not the choice.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(budget._Search, "better", lambda self, a: True)
+        for name in ("jetson-thor", "jetson-orin-nano"):
+            out[name] = (d / f"{name}.onnx", quantize_within_budget(fp32_onnx, d / f"{name}.onnx", get_target(name),
+                                                                       calib, vx, vy, cfg))
     return out
 
 
