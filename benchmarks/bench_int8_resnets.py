@@ -9,7 +9,7 @@ search selects on); the reported top-1 = a separate test split (make_demo with s
 class), so the delta in the table is not the one the search selected on.
 
     nice -n 10 python benchmarks/bench_int8_resnets.py [--out benchmarks/results/int8_resnets.csv] \
-        [--models resnet8 resnet14 resnet20 resnet50] [--epochs 6] [--r50-model runs/demo/model.pt] [--work DIR]
+        [--models resnet8 resnet14 resnet20 resnet32 resnet50] [--epochs 6] [--r50-model runs/demo/model.pt] [--work DIR]
 
 Columns: model, form, FP32 and INT8 top-1 on the test split, delta (INT8 - FP32, points), lost/gained (test images
 FP32 got right and INT8 wrong / the reverse), noise_1sd (one standard deviation of the paired delta,
@@ -191,7 +191,7 @@ def _row(name, epochs, tname, fp32, data, splits, args, work, tests) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/int8_resnets.csv")
-    ap.add_argument("--models", nargs="+", default=["resnet8", "resnet14", "resnet20", "resnet50"])
+    ap.add_argument("--models", nargs="+", default=["resnet8", "resnet14", "resnet20", "resnet32", "resnet50"])
     ap.add_argument("--targets", nargs="+", default=["jetson-orin-nano", "x86-cpu"])
     ap.add_argument("--epochs", type=int, default=6, help="Epochs of the CIFAR-style ResNets.")
     ap.add_argument("--r50-epochs", type=int, default=6, help="Epochs of the ResNet50 (the demo's recipe).")
