@@ -124,3 +124,23 @@ def test_bench_device_smoke(tmp_path):
     assert first["engine"] == "built" and second["engine"] == "reused" and float(second["sent_mb"]) == 0
     assert float(first["overhead_s"]) > 0 and first["connections"] == "1" and first["cpu_flags"] == _cpu_flags()
     assert float(rows["one command, shared connection"]["command_ms"]) > 0
+
+
+@pytest.mark.slow  # about 25 s wall on the shared 2-core machine: one epoch of a ResNet-8 on 60 images, NNCF twice
+def test_bench_int8_resnets_smoke(tmp_path):
+    """The INT8 table's script: both forms, the budget checked on the validation split and top-1 reported on a
+    separate test split, with the paired flips, the noise and the logit error beside the delta."""
+    out = tmp_path / "q.csv"
+    proc = _run("bench_int8_resnets.py", "--out", out, "--work", tmp_path / "w", "--models", "resnet8", "--epochs", "1",
+                "--train-per-class", "6", "--val-per-class", "3", "--test-per-class", "4", "--calib-size", "16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(out)))
+    assert [(r["model"], r["form"]) for r in rows] == [("resnet8", "trt-qdq"), ("resnet8", "ort-u8s8")]
+    for r in rows:
+        assert r["check_images"] == "30" and r["test_images"] == "40" and r["calibration_images"] == "16"
+        lost, gained = int(r["lost"]), int(r["gained"])
+        assert float(r["delta"]) == pytest.approx(100 * (gained - lost) / 40, abs=1e-3)
+        assert float(r["int8_top1"]) - float(r["fp32_top1"]) == pytest.approx(float(r["delta"]), abs=1e-2)
+        assert float(r["noise_1sd"]) == pytest.approx(100 * (lost + gained) ** 0.5 / 40, abs=1e-3)
+        assert float(r["logit_nmse"]) >= 0 and r["path"] and r["cpu_flags"] == _cpu_flags()
+    assert (tmp_path / "w" / "test4" / "val").is_dir()  # the test split: its own folder, apart from data/val
