@@ -65,6 +65,7 @@ class Context:
         self.measuring = True
         self.load_options: dict = {}  # extra options of load_model (--num-classes)
         self.export_config = None  # ExportConfig of `edgeres export` (--fixed-batch, --no-simplify); None: cfg's opset
+        self.bundle_out = None  # the bundle file of `edgeres deploy --run` (edgeres.stage_commands); None: bundle/
 
     # ---------------------------------------------------------------- paths and earlier stages
     def stage_dir(self, name: str) -> Path:
