@@ -1,4 +1,6 @@
-"""A stage run alone by its command, on a finished run folder: `edgeres deploy --run` is the bundle stage of
+"""A stage run alone by its command. `edgeres prune` is the prune stage of `optimize` on the command's model and
+data (``prune_command``: ``Pipeline.prepare``, then ``PruneStage.run`` writing ``--out``). On a finished run folder,
+`edgeres deploy --run` is the bundle stage of
 `optimize` (``BundleStage.run``) on a Context rebuilt from the run folder alone (``prepare_run``): its config.yaml
 read through the config schema (OptimizeConfig), its manifest's preprocessing and classes, the stage records of
 export and quantize. The input model and the data folder need not exist any more (the validation images for the
@@ -91,3 +93,24 @@ def bundle_command(run_dir, out) -> dict:
     ctx.bundle_out = Path(out)
     res = BundleStage().run(ctx)
     return dict(res.info, path=str(out), size_mb=res.rows[0]["model_size_mb"])
+
+
+def prune_command(cfg: OptimizeConfig, out, prune_options: dict | None = None, measure_factory=None, log=None) -> dict:
+    """`edgeres prune`: the prune stage of `optimize`, run alone on ``cfg.model`` (its inputs resolved by
+    ``Pipeline.prepare``, nothing measured but top-1 before and after), its checkpoint written to ``out``: the bytes
+    `optimize` writes for the same model, data and settings. ``prune_options``: the PruneConfig settings only the
+    command has; ``measure_factory``: with --device, times the latency search's candidates on the board."""
+    from edgeres.pipeline import Pipeline
+    from edgeres.prune.finetune import val_top1
+    from edgeres.stage_names import PRUNE
+    from edgeres.stages.prune import PruneStage
+
+    p = Pipeline(cfg, log=log, stages=(PRUNE,))
+    ctx = Context(cfg, p.run_dir, p.log)
+    ctx.measuring, ctx.prune_out, ctx.prune_options = False, Path(out), dict(prune_options or {})
+    ctx.latency_measure = measure_factory
+    p.prepare(ctx, hash_data=False)
+    before = val_top1(ctx.loaded.model, ctx.splits, ctx.pre)
+    info = PruneStage().run(ctx).info
+    search = info.get("latency_search") or {}  # a latency goal's shortfall is in its search, --target-macs' in info
+    return dict(info, top1_before=before, shortfall=info.get("shortfall") or search.get("shortfall"))

@@ -1,5 +1,5 @@
 """`edgeres quantize` and `edgeres prune` take the path of `optimize`'s quantize and prune stages (``run_quantize``;
-``prune_and_finetune`` after the same data split and seed): for the same inputs and settings they write the same
+``PruneStage.run`` itself, through edgeres.stage_commands.prune_command): for the same inputs and settings they write the same
 INT8 ONNX file (byte for byte) and the same pruned checkpoint (byte for byte)."""
 
 from __future__ import annotations
@@ -70,3 +70,28 @@ def test_prune_command_takes_the_stages_seed(cli, tiny_ckpt, demo_data, tmp_path
     _same_checkpoint(runs[3], p.run_dir / "prune" / "model.pt")
     s0, s3 = (torch.load(runs[s], map_location="cpu", weights_only=False)["state_dict"] for s in (0, 3))
     assert any(s0[n].shape != s3[n].shape or not torch.equal(s0[n], s3[n]) for n in s3), "the seed changes nothing"
+
+
+def test_prune_command_is_the_prune_stage(monkeypatch, tiny_ckpt, demo_data, tmp_path):
+    """`edgeres prune` builds a Context and calls PruneStage.run, which takes the command-only settings
+    (--target-macs, --round-to...) from it, writes --out and nothing else, and measures no report rows."""
+    from click.testing import CliRunner
+
+    from edgeres.cli import main
+    from edgeres.stages.prune import PruneStage
+
+    seen, run = [], PruneStage.run
+
+    def spy(self, ctx):
+        res = run(self, ctx)
+        seen.append((ctx.prune_out, dict(ctx.prune_options), res.rows))
+        return res
+
+    monkeypatch.setattr(PruneStage, "run", spy)
+    out = tmp_path / "p" / "pruned.pt"
+    res = CliRunner().invoke(main, [str(a) for a in ("prune", "--model", tiny_ckpt, "--data", demo_data, "--target-macs",
+                                                     0.6, "--round-to", 4, "--finetune-epochs", 0, "--out", out)])
+    assert res.exit_code == 0, res.output
+    assert [(o, p["target_macs"], p["round_to"], rows) for o, p, rows in seen] == [(out, 0.6, 4, [])]
+    assert sorted(x.name for x in out.parent.iterdir()) == ["pruned.pt"]
+    assert "top-1" in res.output and "reload checked)" in res.output, res.output
