@@ -19,7 +19,6 @@ from pathlib import Path
 
 from edgeres.bundle_files import INSTALL_SH, RUN_SH, readme
 from edgeres.errors import EdgeresError
-from edgeres.stage_names import EXPORT, QUANTIZE
 from edgeres.utils import atomic_path
 
 RUNTIME_FILES = ("__init__.py", "__main__.py", "launch.py", "bundle.py", "engine_record.py", "envinfo.py", "commands.py",
@@ -123,53 +122,3 @@ def bundle_of_run(out, onnx_path, target, pre, classes: list, *, source_run: str
         extra["backend"], extra["backend_p50_ms"] = faster_runtime(quantize_rows)
     return make_bundle(out, onnx_path, target, pre, classes, spec=spec, calib_cache=calib_cache, extra=extra,
                        validation=validation, fp32_onnx=fp32_onnx)
-
-
-def bundle_from_run(run_dir, out) -> dict:
-    """`edgeres deploy`: the bundle of a finished `optimize` run (the quantized ONNX, else the FP32 export)."""
-    import yaml
-
-    from edgeres.data import Preprocess
-    from edgeres.targets import get_target
-
-    run_dir = Path(run_dir)
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-    except OSError:
-        raise EdgeresError(f"{run_dir} is not an edgeres run directory (no config.yaml/manifest.json); run `edgeres optimize` first") from None
-    except (ValueError, yaml.YAMLError):
-        raise EdgeresError(f"{run_dir}'s config.yaml or manifest.json is corrupt; run `edgeres optimize` again") from None
-    from edgeres.utils import read_stage_record
-
-    stages = {}
-    for name in (EXPORT, QUANTIZE):
-        p = run_dir / name / "stage.json"
-        if p.exists():
-            stages[name] = read_stage_record(p)
-            if stages[name] is None:
-                raise EdgeresError(f"{p} is corrupt (a run killed while writing it?); run the same `edgeres optimize` "
-                                   "again: it redoes that stage")
-    onnx_rel = None
-    for name in (QUANTIZE, EXPORT):
-        rec = stages.get(name)
-        if rec and rec["status"] == "ok" and "onnx" in rec["artifacts"]:
-            onnx_rel = rec["artifacts"]["onnx"]
-            break
-    if onnx_rel is None:
-        raise EdgeresError(f"{run_dir} has no finished export or quantize stage; run `edgeres optimize` to the end first")
-    cache = stages.get(QUANTIZE, {}).get("artifacts", {}).get("calib_cache")
-    val = None
-    try:  # the run's validation split, for the bundle's self-check images and reference outputs
-        from edgeres.data import resolve_data
-
-        val = resolve_data(manifest["data"]["root"], seed=cfg.get("seed", 0)).val
-    except (EdgeresError, OSError, KeyError, ValueError):
-        pass
-    fp32 = stages.get(EXPORT, {}).get("artifacts", {}).get("onnx")
-    return bundle_of_run(out, run_dir / onnx_rel, get_target(cfg["target"]), Preprocess.from_dict(manifest["preprocess"]),
-                         manifest["data"]["classes"], source_run=run_dir.name,
-                         quantize_rows=stages[QUANTIZE].get("rows", []) if QUANTIZE in stages else None,
-                         dla_core=cfg.get("dla_core"), sparsity=bool(cfg.get("sparsity")),
-                         calib_cache=run_dir / cache if cache else None, validation=val,
-                         fp32_onnx=run_dir / fp32 if fp32 else None)

@@ -140,20 +140,20 @@ def deploy_cmd(run_dir, out, devices):
 
     With --device, the bundle goes on to each Jetson (~/.cache/edgeres/<sha256>/ there) and the run's report gets the
     engine rows measured on it, as `edgeres optimize --device` does."""
-    from edgeres.bundle import bundle_from_run
     from edgeres.errors import require_path
+    from edgeres.stage_commands import bundle_command
 
     require_path(run_dir, "folder", "run folder", "give a run directory of `edgeres optimize`")
     if devices:
         from edgeres.device.commands import deploy_on_devices
 
-        dep = deploy_on_devices(run_dir, lambda: bundle_from_run(run_dir, out), devices)
+        dep = deploy_on_devices(run_dir, lambda: bundle_command(run_dir, out), devices)
         res = dep["bundle"]
         click.echo(f"{len(dep['rows'])} rows measured on {len(dep['results'])} device(s) -> "
                    f"{Path(run_dir) / 'report.csv'}")
     else:
-        res = bundle_from_run(run_dir, out)
-    click.echo(f"wrote {out} ({res['size_mb']:.1f} MB, {len(res['files'])} files); on the device: "
+        res = bundle_command(run_dir, out)
+    click.echo(f"wrote {out} ({res['size_mb']:.1f} MB, {res['files']} files); on the device: "
                f"mkdir bundle && tar xzf {Path(out).name} -C bundle && cd bundle && "
                f"export EDGERES_MANIFEST_SHA256={res['manifest_sha256']} && sh install.sh && ./run.sh verify")
 

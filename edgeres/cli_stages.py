@@ -32,43 +32,41 @@ def prune_cmd(model_path, out, ratio, target_macs, global_pruning, round_to, ite
 
     Any ResNet-like classifier: torchvision and timm ResNets are rebuilt by name, other classes are written as their
     torch.export program. The file is reloaded and checked against the pruned model before success is reported."""
+    from edgeres.config import OptimizeConfig
     from edgeres.prune.channels import PruneConfig
-    from edgeres.prune.finetune import FinetuneConfig, run_prune
-    from edgeres.targets import get_target
+    from edgeres.stage_commands import prune_command
 
     kw = values("prune", kw)
-    data, target, sparsity, devices, trust_model = kw["data"], kw["target"], kw["sparsity"], kw["device"], kw["trust_model"]
+    target, sparsity, devices = kw["target"], kw["sparsity"], kw["device"]
     check_target_use("prune", target, {"sparsity": sparsity})
     target_latency_ms, target_speedup = kw["target_latency_ms"], kw["target_speedup"]
     if target_latency_ms is not None and target_speedup is not None:
         raise click.UsageError("give --target-latency-ms or --target-speedup, not both")
-    cfg = PruneConfig(ratio=ratio, target_macs=target_macs, importance=kw["importance"], global_pruning=global_pruning,
-                      round_to=round_to, iterative_steps=iterative_steps, keep_stem=not prune_stem, sparsity=sparsity,
-                      seed=kw["seed"], accept_shortfall=kw["accept_shortfall"])
+    only = dict(target_macs=target_macs, global_pruning=global_pruning, round_to=round_to,
+                iterative_steps=iterative_steps, keep_stem=not prune_stem)  # what `optimize` has not
     latency = target_latency_ms is not None or target_speedup is not None
     if latency and (ratio is not None or target_macs is not None):
         raise click.UsageError("give one of --ratio, --target-macs, --target-latency-ms, --target-speedup")
     if not latency:
-        cfg.validate()
-    ft = FinetuneConfig(epochs=kw["finetune_epochs"], kd_alpha=kw["kd_alpha"], kd_temperature=kw["kd_temperature"],
-                        lr=kw["finetune_lr"], batch_size=kw["batch_size"], amp=kw["amp"], pipeline=kw["pipeline"],
-                        workers=kw["workers"])
-    pre_overrides = {k: kw[k] for k in ("image_size", "crop_ratio", "mean", "std")}
+        PruneConfig(ratio=ratio, importance=kw["importance"], sparsity=sparsity, **only).validate()
     if devices and not latency:
         raise click.UsageError("--device times the pruning candidates on the board: give --target-latency-ms or "
                                "--target-speedup (or use `edgeres optimize --device` to measure the result)")
     if latency:
-        from edgeres.prune.latency import LatencyTarget, run_prune_latency, summary
+        from edgeres.prune.latency import LatencyTarget
 
-        goal = LatencyTarget(latency_ms=target_latency_ms, speedup=target_speedup)
-        goal.validate()
-        res = _prune_on_devices(devices, target, lambda t, factory: run_prune_latency(
-            model_path, out, cfg, ft, goal, data=data, target=get_target(t), trust_model=trust_model,
-            pre_overrides=pre_overrides, measure_factory=factory))
+        LatencyTarget(latency_ms=target_latency_ms, speedup=target_speedup).validate()
+    settings = {k: v for k, v in kw.items() if k not in ("device", "skip_corrupt") and v is not None}
+
+    def run(t, factory):
+        cfg = OptimizeConfig(model=model_path, prune=ratio or 0.0, **dict(settings, target=t))
+        return prune_command(cfg, out, only, measure_factory=factory)  # the prune stage of `optimize`, alone
+
+    res = _prune_on_devices(devices, target, run)
+    if latency:
+        from edgeres.prune.latency import summary
+
         click.echo(f"latency target: {summary(res['latency_search'])}")
-    else:
-        res = run_prune(model_path, out, cfg, ft, data=data, target=get_target(target), trust_model=trust_model,
-                        pre_overrides=pre_overrides)
     if res.get("shortfall"):
         click.echo(f"shortfall accepted: {res['shortfall']}")
     click.echo(f"MACs {res['macs_before'] / 1e9:.3f} G -> {res['macs_after'] / 1e9:.3f} G "

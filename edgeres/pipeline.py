@@ -75,13 +75,14 @@ class Pipeline:
         self.run_dir = Path(cfg.out or f"runs/{name}-{cfg.target}")
         check_out_apart(self.run_dir, {"--model": cfg.model, "--data": cfg.data, "--calib": cfg.calib})
 
-    def prepare(self, ctx: Context, need_data: bool = True) -> dict:
+    def prepare(self, ctx: Context, need_data: bool = True, hash_data: bool = True) -> dict:
         """Resolve the run's inputs into ``ctx`` (the data splits, the preprocessing; the model's classes checked
         against the data) and return the manifest (model, data, calibration and preprocessing, with their hashes).
 
         The one place inputs are resolved: the pipeline's own run, the other ranks under torchrun (``_follow``) and
         any caller that needs a stage's Context without running the stages (``export_command``: without
-        ``need_data``, a model with no images gets only its preprocessing, and an empty manifest). Bad inputs fail
+        ``need_data``, a model with no images gets only its preprocessing, and an empty manifest; ``prune_command``:
+        without ``hash_data``, no data hash and an empty manifest). Bad inputs fail
         here, writing nothing."""
         from edgeres.data import data_hash, resolve_data
         from edgeres.data.filehash import CACHE_NAME, FileHashes
@@ -108,6 +109,8 @@ class Pipeline:
 
         n_out = num_outputs(lm.model, min(ctx.pre.size, 64))  # whatever the head is called
         check_classes(self.cfg.model, lm.meta.classes, ctx.splits.classes, n_out)
+        if not hash_data:  # a stage command (edgeres.stage_commands.prune_command): no run folder, no data hash
+            return {}
         self.file_hashes = hashes = FileHashes(self.run_dir / CACHE_NAME)  # saved once the run folder exists
         manifest = {
             "model": {"path": os.path.abspath(self.cfg.model), "sha256": sha256_file(self.cfg.model),

@@ -125,7 +125,7 @@ def _layer(module: str) -> int:
     """3: the command line; 2: the pipeline (and the demo that runs it); 1: the stages; 0: the library packages."""
     if module in ("edgeres.cli", "edgeres.__main__") or module.startswith("edgeres.cli_"):
         return 3
-    if module in ("edgeres.pipeline", "edgeres.demo"):
+    if module in ("edgeres.pipeline", "edgeres.demo", "edgeres.stage_commands"):
         return 2
     if module == "edgeres.stages" or module.startswith("edgeres.stages."):
         return 1

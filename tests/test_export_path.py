@@ -38,3 +38,29 @@ def test_deploy_from_the_run_writes_the_bundle_stages_file(cli, pipeline_run, tm
     proc = cli("deploy", "--run", pipeline_run, "--out", tmp_path / "b.tar.gz")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "b.tar.gz").read_bytes() == (pipeline_run / "bundle" / "bundle.tar.gz").read_bytes()
+
+
+def test_deploy_rebuilds_the_runs_context_through_the_config_schema(pipeline_run):
+    """`deploy --run` runs the bundle stage on a Context rebuilt from the run folder (edgeres.stage_commands):
+    the run's config read as an OptimizeConfig, its preprocessing, classes and the stages' artifacts."""
+    from edgeres.config import OptimizeConfig
+    from edgeres.stage_commands import prepare_run
+
+    ctx = prepare_run(pipeline_run)
+    raw = yaml.safe_load((pipeline_run / "config.yaml").read_text())
+    assert isinstance(ctx.cfg, OptimizeConfig) and ctx.cfg == OptimizeConfig.from_dict(raw)
+    manifest = yaml.safe_load((pipeline_run / "manifest.json").read_text())
+    assert ctx.pre.to_dict() == manifest["preprocess"] and ctx.splits.classes == manifest["data"]["classes"]
+    assert ctx.deploy_onnx() == pipeline_run / "quantize" / "model_int8.onnx"
+    assert ctx.splits.val  # the data folder is still there: the bundle gets its self-check images
+
+
+def test_deploy_refuses_a_run_config_the_schema_refuses(cli, run_copy, tmp_path):
+    """A value no `optimize` run could have written (calib_size 0) is named with the file, exit 1, nothing written."""
+    cfg = yaml.safe_load((run_copy / "config.yaml").read_text())
+    cfg["calib_size"] = 0
+    (run_copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = cli("deploy", "--run", run_copy, "--out", tmp_path / "b.tar.gz")
+    assert proc.returncode == 1, proc.stdout
+    assert "config.yaml" in proc.stderr and "calib_size" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "b.tar.gz").exists()

@@ -14,7 +14,7 @@ _log = logging.getLogger("edgeres.device")
 
 
 def deploy_on_devices(run_dir, make_bundle, devices, log=None) -> dict:
-    """Connect and check the devices, then ``make_bundle()`` (edgeres.bundle.bundle_from_run), measure the bundle on
+    """Connect and check the devices, then ``make_bundle()`` (edgeres.stage_commands.bundle_command), measure the bundle on
     each device and fold the rows into the run's report; returns {"bundle", "rows", "results": [(address, result)]}."""
     import yaml
 

@@ -14,6 +14,20 @@ def _program_size(meta: ModelMeta) -> int:
         return 64
 
 
+def _write(path, ckpt: dict) -> None:
+    """Through a buffer, so the zip's record name is torch's fixed ``archive``, not one taken from the file's name:
+    the same model and metadata give the same bytes whatever the file is called (`edgeres prune --out` vs optimize)."""
+    import io
+
+    import torch
+
+    from edgeres.utils import write_bytes_atomic
+
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    write_bytes_atomic(path, buf.getbuffer())
+
+
 def save_checkpoint(path, model, meta: ModelMeta, extra_state: dict | None = None, arch: str | None = None,
                     program: bytes | None = None) -> str:
     """Write an edgeres checkpoint atomically (temp file, then rename); returns the ``arch`` it was written as.
@@ -22,8 +36,6 @@ def save_checkpoint(path, model, meta: ModelMeta, extra_state: dict | None = Non
     ``program`` reuses ``.pt2`` bytes already exported from this very model.
     """
     import torch
-
-    from edgeres.utils import atomic_path
 
     arch = arch or meta.save_as or checkpoint_arch(model, meta)
     ckpt = {
@@ -70,6 +82,5 @@ def save_checkpoint(path, model, meta: ModelMeta, extra_state: dict | None = Non
             ckpt["loader"] = f"torchvision.models.{arch}, layers reshaped to 'modules', then load_state_dict"
     if extra_state:
         ckpt.update(extra_state)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    _write(path, ckpt)
     return arch

@@ -165,16 +165,40 @@ def prune_and_finetune(loaded, splits, pre, cfg: PruneConfig, ft: FinetuneConfig
     return info
 
 
+def prune_settings(cfg, **command_only) -> tuple[PruneConfig, FinetuneConfig]:
+    """The prune and fine-tune settings of an OptimizeConfig (``prune`` is the channel ratio, 0: none), plus what only
+    `edgeres prune` sets (``target_macs``, ``global_pruning``, ``round_to``, ``iterative_steps``, ``keep_stem``)."""
+    pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed,
+                     accept_shortfall=cfg.accept_shortfall, **command_only)
+    ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
+                        lr=cfg.finetune_lr, batch_size=cfg.batch_size, amp=cfg.amp, pipeline=cfg.pipeline,
+                        workers=cfg.workers)
+    return pc, ft
+
+
+def val_top1(model, splits, pre) -> float:
+    """Top-1 (%) of a torch model on the validation split."""
+    from torch.utils.data import DataLoader
+
+    from edgeres.data import ImageDataset, eval_transform
+    from edgeres.metrics import topk_accuracy
+    from edgeres.train.device import pick_device, predict_logits
+
+    dl = DataLoader(ImageDataset(splits.val, eval_transform(pre)), batch_size=64)
+    logits, targets = predict_logits(model, dl, pick_device())
+    model.cpu()
+    return topk_accuracy(logits.numpy(), targets.numpy(), (1,))["top1"]
+
+
 def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, target=None, trust_model: bool = False,
               pre_overrides: dict | None = None, progress: bool = True) -> dict:
-    """`edgeres prune`: load, measure top-1, prune + fine-tune, save; returns the before/after figures."""
+    """Load, measure top-1, prune + fine-tune, save; returns the before/after figures (the Python form; the command
+    `edgeres prune` runs the prune stage itself: edgeres.stage_commands.prune_command)."""
     from pathlib import Path
 
-    from edgeres.data import ImageDataset, eval_transform, resolve_data
+    from edgeres.data import resolve_data
     from edgeres.data.model_inputs import resolve_data_for, resolve_model_preprocess
-    from edgeres.metrics import topk_accuracy
     from edgeres.models import load_model
-    from edgeres.train.device import pick_device, predict_logits
 
     cfg.validate()
     loaded = load_model(model_path, trust_model=trust_model)
@@ -192,17 +216,9 @@ def run_prune(model_path, out, cfg: PruneConfig, ft: FinetuneConfig, data=None, 
     if not loaded.meta.classes or loaded.meta.classes[0].startswith("class_"):
         loaded.meta.classes = list(splits.classes)
 
-    def top1(model) -> float:
-        from torch.utils.data import DataLoader
-
-        dl = DataLoader(ImageDataset(splits.val, eval_transform(pre)), batch_size=64)
-        logits, targets = predict_logits(model, dl, pick_device())
-        model.cpu()
-        return topk_accuracy(logits.numpy(), targets.numpy(), (1,))["top1"]
-
-    before = top1(loaded.model)
+    before = val_top1(loaded.model, splits, pre)
     info = prune_and_finetune(loaded, splits, pre, cfg, ft, Path(out), target=target, progress=progress,
                               trust_model=trust_model)
-    after = top1(info["model"])
+    after = val_top1(info["model"], splits, pre)
     info.update(top1_before=before, top1_after=after)
     return info

@@ -65,6 +65,9 @@ class Context:
         self.measuring = True
         self.load_options: dict = {}  # extra options of load_model (--num-classes)
         self.export_config = None  # ExportConfig of `edgeres export` (--fixed-batch, --no-simplify); None: cfg's opset
+        self.prune_options: dict = {}  # PruneConfig settings only `edgeres prune` has (--target-macs, --global-pruning...)
+        self.prune_out = None  # the checkpoint of `edgeres prune --out` (its info gets top-1 after); None: prune/
+        self.bundle_out = None  # the bundle file of `edgeres deploy --run` (edgeres.stage_commands); None: bundle/
 
     # ---------------------------------------------------------------- paths and earlier stages
     def stage_dir(self, name: str) -> Path:

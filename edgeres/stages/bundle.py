@@ -16,9 +16,9 @@ class BundleStage(Stage):
         from edgeres.bundle import bundle_of_run
         from edgeres.report import new_row
 
-        d = ctx.stage_dir(self.name)
+        out = ctx.bundle_out or ctx.stage_dir(self.name) / "bundle.tar.gz"
         q = ctx.results.get(QUANTIZE)
-        res = bundle_of_run(d / "bundle.tar.gz", ctx.deploy_onnx(), ctx.target, ctx.pre, ctx.splits.classes,
+        res = bundle_of_run(out, ctx.deploy_onnx(), ctx.target, ctx.pre, ctx.splits.classes,
                             source_run=str(ctx.run_dir.name), quantize_rows=q.rows if q is not None else None,
                             dla_core=ctx.cfg.dla_core, sparsity=bool(ctx.cfg.sparsity),
                             calib_cache=ctx.artifact(QUANTIZE, "calib_cache"), validation=ctx.splits.val,

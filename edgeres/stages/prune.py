@@ -4,8 +4,7 @@ and 2:4 sparsity, then distillation fine-tuning (the library: edgeres.prune)."""
 from __future__ import annotations
 
 from edgeres.errors import StageSkipped
-from edgeres.prune.channels import PruneConfig
-from edgeres.prune.finetune import FinetuneConfig, prune_and_finetune
+from edgeres.prune.finetune import prune_and_finetune, prune_settings
 from edgeres.stage_names import PRUNE
 from edgeres.stages.base import Context, Stage, StageResult
 
@@ -33,15 +32,11 @@ class PruneStage(Stage):
 
         cfg = ctx.cfg
         latency_goal = cfg.target_latency_ms is not None or cfg.target_speedup is not None
-        if not cfg.prune and not cfg.sparsity and not latency_goal:
+        pc, ft = prune_settings(cfg, **ctx.prune_options)  # `edgeres prune` adds its own (--target-macs, ...)
+        if pc.ratio is None and pc.target_macs is None and not pc.sparsity and not latency_goal:
             raise StageSkipped("pruning off (--prune 0)")
-        d = ctx.stage_dir(self.name)
+        path = ctx.prune_out or ctx.stage_dir(self.name) / "model.pt"
         loaded = ctx.load(cfg.model)  # a fresh copy: pruning changes it in place
-        pc = PruneConfig(ratio=cfg.prune or None, importance=cfg.importance, sparsity=cfg.sparsity, seed=cfg.seed,
-                         accept_shortfall=cfg.accept_shortfall)
-        ft = FinetuneConfig(epochs=cfg.finetune_epochs, kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature,
-                            lr=cfg.finetune_lr, batch_size=cfg.batch_size, amp=cfg.amp, pipeline=cfg.pipeline,
-                            workers=cfg.workers)
         search = None
         if latency_goal:  # the ratio whose measured latency meets the target (or the MACs fallback, named in the note)
             from edgeres.prune.latency import LatencyTarget, find_ratio
@@ -55,10 +50,15 @@ class PruneStage(Stage):
             search["shortfall"] = latency_shortfall(search, loaded.model, pc, ctx.pre.size, ctx.target)
             pc.ratio = search["ratio"]
         ddp.send_job({"prune": pc, "finetune": ft})  # under torchrun: the other ranks join the fine-tuning
-        info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, d / "model.pt", target=ctx.target,
+        info = prune_and_finetune(loaded, ctx.splits, ctx.pre, pc, ft, path, target=ctx.target,
                                   trust_model=cfg.trust_model)
-        for tmp in d.glob("model.last.pt"):
-            tmp.unlink()  # only for resuming an interrupted fine-tune; the stage is done
+        if ctx.prune_out is None:
+            for tmp in path.parent.glob("model.last.pt"):
+                tmp.unlink()  # only for resuming an interrupted fine-tune; the stage is done
+        else:  # `edgeres prune` reports top-1 after (and before: on ctx.loaded, the unpruned copy)
+            from edgeres.prune.finetune import val_top1
+
+            info["top1_after"] = val_top1(info["model"], ctx.splits, ctx.pre)
         note = f"channel ratio {info['ratio']:.2f}, {info['macs_before'] / max(1, info['macs_after']):.2f}x fewer MACs"
         if cfg.sparsity:
             note += f", 2:4 on {info.get('sparse_layers', 0)} layers"
@@ -69,6 +69,6 @@ class PruneStage(Stage):
             note += f"; {summary(search)}"
             if search.get("shortfall"):
                 note += f"; shortfall accepted: {search['shortfall']}"
-        rows = ctx.measure(self.name, d / "model.pt", "torch", note=note, model=info["model"])
+        rows = ctx.measure(self.name, path, "torch", note=note, model=info["model"])
         keep = {k: v for k, v in info.items() if k not in ("model", "meta")}
         return StageResult(artifacts={"model": "prune/model.pt"}, rows=rows, info=keep)
