@@ -118,13 +118,12 @@ def export_cmd(model_path, out, fixed_batch, no_simplify, num_classes, opset, da
 @click.command("quantize")
 @click.option("--onnx", "onnx_path", type=click.Path(), required=True, help="FP32 ONNX file (from edgeres export).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
-@click.option("--no-bias-correction", is_flag=True)
 @click.option("--model", "model_path", type=click.Path(), default=None,
               help="The PyTorch model this ONNX file was exported from (for the qat fallback).")
 @click.option("--calib-cache", "calib_cache", type=click.Path(dir_okay=False), default=None,
               help="Also write a TensorRT calibration cache (default for TensorRT 8.x targets: OUT's folder/calib.cache).")
 @flags("quantize")
-def quantize_cmd(onnx_path, out, no_bias_correction, model_path, calib_cache, **kw):
+def quantize_cmd(onnx_path, out, model_path, calib_cache, **kw):
     """INT8 post-training quantization with NNCF, right for the target's runtime, kept within --int8-max-drop of FP32
     (default 0.5 point, as `optimize`): measured on --data's validation images, or without --data on a stratified
     slice held out of --calib (not calibrated on); over it: other calibration methods, float layers, QAT."""
@@ -136,7 +135,7 @@ def quantize_cmd(onnx_path, out, no_bias_correction, model_path, calib_cache, **
     target, calib, data, seed, int8_max_drop = kw["target"], kw["calib"], kw["data"], kw["seed"], kw["int8_max_drop"]
     qat_epochs, steps = kw["qat_epochs"], tuple(kw["int8_fallback"])
     t = get_target(target)
-    cfg = QuantizeConfig(method=kw["calib_method"], subset_size=kw["calib_size"], bias_correction=not no_bias_correction,
+    cfg = QuantizeConfig(method=kw["calib_method"], subset_size=kw["calib_size"], bias_correction=kw["bias_correction"],
                          int8_max_drop=int8_max_drop, fallback=steps, qat_epochs=qat_epochs)
     qat = None
     if int8_max_drop is not None and "qat" in steps and model_path and data:

@@ -140,6 +140,9 @@ OPTIONS = (
            "that fits: other calibration methods; the most sensitive layers kept float (FP16 on TensorRT); QAT "
            "fine-tuning; none: plain PTQ", "quantize", choices=FALLBACKS + ("none",),
            commands=_STAGE + ("quantize",), flags={"quantize": "--fallback"}),
+    Option("bias_correction", "bool", False, "NNCF's fast bias correction after PTQ (off by default: on the "
+           "benchmark's CIFAR ResNets it moved the INT8 logits 8-15x further from FP32, "
+           "benchmarks/results/int8_resnets.csv)", "quantize", commands=_STAGE + ("quantize",)),
     Option("qat_epochs", "int", 1, "epochs of QAT (fake-quant, distilled from the FP32 model) when it is reached",
            "quantize", lo=1, hi=5, commands=("quantize",)),
     Option("quant_max_drop", "float", None, "deprecated: the old name of int8_max_drop", "quantize", lo=0.0, hi=100.0,

@@ -19,7 +19,7 @@ class QuantizeStage(Stage):
 
     name = QUANTIZE
     keys = ("target", "calib", "calib_size", "calib_method", "quant_max_drop", "seed", "int8_max_drop",
-            "int8_fallback", "qat_epochs")
+            "int8_fallback", "qat_epochs", "bias_correction")
     runtime = "onnxruntime"
 
     def run(self, ctx: Context) -> StageResult:
@@ -39,6 +39,7 @@ class QuantizeStage(Stage):
             cs = select_stratified(ctx.splits.train or ctx.splits.val, cfg.calib_size, cfg.seed, ctx.splits.classes,
                                    ctx.splits.root)
         qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=cfg.int8_max_drop,
+                            bias_correction=cfg.bias_correction,
                             fallback=tuple(cfg.int8_fallback), qat_epochs=cfg.qat_epochs)
         out = d / "model_int8.onnx"
         qat = make_qat(ctx.artifact(PRUNE, "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
