@@ -69,7 +69,7 @@ def main() -> None:
     meta = ModelMeta(classes=[str(i) for i in range(1000)])
     x86 = get_target("x86-cpu")
     calib = random_images(args.calib, args.size)
-    qc = QuantizeConfig(subset_size=args.calib)  # edgeres's own defaults (histogram ranges, bias correction)
+    qc = QuantizeConfig(subset_size=args.calib)  # edgeres's own defaults (histogram ranges, no bias correction)
 
     model = build_model(args.arch, 1000).eval()
     search = None
