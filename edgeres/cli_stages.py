@@ -127,26 +127,22 @@ def quantize_cmd(onnx_path, out, model_path, calib_cache, **kw):
     """INT8 post-training quantization with NNCF, right for the target's runtime, kept within --int8-max-drop of FP32
     (default 0.5 point, as `optimize`): measured on --data's validation images, or without --data on a stratified
     slice held out of --calib (not calibrated on); over it: other calibration methods, float layers, QAT."""
-    from edgeres.quant.run import run_quantize
-    from edgeres.quant.settings import QuantizeConfig
+    from edgeres.config import OptimizeConfig
+    from edgeres.stage_commands import quantize_command
     from edgeres.targets import get_target
 
     kw = values("quantize", kw)
-    target, calib, data, seed, int8_max_drop = kw["target"], kw["calib"], kw["data"], kw["seed"], kw["int8_max_drop"]
-    qat_epochs, steps = kw["qat_epochs"], tuple(kw["int8_fallback"])
-    t = get_target(target)
-    cfg = QuantizeConfig(method=kw["calib_method"], subset_size=kw["calib_size"], bias_correction=kw["bias_correction"],
-                         int8_max_drop=int8_max_drop, fallback=steps, qat_epochs=qat_epochs)
+    cfg = OptimizeConfig(**kw)  # the quantize options, read as `optimize` reads them
+    t = get_target(cfg.target)
     qat = None
-    if int8_max_drop is not None and "qat" in steps and model_path and data:
+    if cfg.int8_max_drop is not None and "qat" in cfg.int8_fallback and model_path and cfg.data:
         from edgeres.data import resolve_data
         from edgeres.quant.qat import make_qat
+        from edgeres.quant.settings import QuantizeConfig
 
-        qat = make_qat(model_path, resolve_data(data), Path(out).parent / ".qat_work", epochs=qat_epochs,
-                       lr=cfg.qat_lr, log=click.echo)
-    res = run_quantize(onnx_path, calib, t, out, cfg, data=data, calib_cache=calib_cache, seed=seed,
-                       pre_overrides={k: kw[k] for k in ("image_size", "crop_ratio", "mean", "std")},
-                       qat=qat, log=lambda m: click.echo(m, err=True))
+        qat = make_qat(model_path, resolve_data(cfg.data), Path(out).parent / ".qat_work", epochs=cfg.qat_epochs,
+                       lr=QuantizeConfig.qat_lr, log=click.echo)
+    res = quantize_command(cfg, onnx_path, out, calib_cache=calib_cache, qat=qat, log=lambda m: click.echo(m, err=True))
     _quantize_report(res, out, t)
 
 

@@ -114,3 +114,17 @@ def prune_command(cfg: OptimizeConfig, out, prune_options: dict | None = None, m
     info = PruneStage().run(ctx).info
     search = info.get("latency_search") or {}  # a latency goal's shortfall is in its search, --target-macs' in info
     return dict(info, top1_before=before, shortfall=info.get("shortfall") or search.get("shortfall"))
+
+
+def quantize_command(cfg: OptimizeConfig, onnx, out, calib_cache=None, qat=None, log=None) -> dict:
+    """`edgeres quantize`: the quantize stage of `optimize`, run alone on any FP32 ONNX file (``onnx``), its INT8 file
+    written to ``out`` with nothing measured: the bytes `optimize` writes for the same file, images and settings.
+    Without the run's data splits the stage calibrates from ``cfg.calib`` and checks the budget on ``cfg.data``'s
+    validation images, or on a stratified slice held out of the calibration folder. ``qat``: the QAT factory
+    (--model with --data), or None."""
+    from edgeres.stages.quantize import QuantizeStage
+
+    ctx = Context(cfg, Path(out).parent, log or logging.getLogger("edgeres").info)
+    ctx.measuring = False
+    ctx.quantize_onnx, ctx.quantize_out, ctx.calib_cache, ctx.quantize_qat = onnx, Path(out), calib_cache, qat
+    return QuantizeStage().run(ctx).info

@@ -95,3 +95,31 @@ def test_prune_command_is_the_prune_stage(monkeypatch, tiny_ckpt, demo_data, tmp
     assert [(o, p["target_macs"], p["round_to"], rows) for o, p, rows in seen] == [(out, 0.6, 4, [])]
     assert sorted(x.name for x in out.parent.iterdir()) == ["pruned.pt"]
     assert "top-1" in res.output and "reload checked)" in res.output, res.output
+
+
+def test_quantize_command_is_the_quantize_stage(monkeypatch, pipeline_run, demo_data, tmp_path):
+    """`edgeres quantize` builds a Context and calls QuantizeStage.run on its own ONNX file, without the run's splits
+    (the budget checked on a slice held out of --calib), writing --out, its manifest and --calib-cache only, measuring
+    no report rows."""
+    from click.testing import CliRunner
+
+    from edgeres.cli import main
+    from edgeres.stages.quantize import QuantizeStage
+
+    seen, run = [], QuantizeStage.run
+
+    def spy(self, ctx):
+        res = run(self, ctx)
+        seen.append((ctx.quantize_out, ctx.calib_cache, ctx.splits, res.rows))
+        return res
+
+    monkeypatch.setattr(QuantizeStage, "run", spy)
+    out, cache = tmp_path / "q" / "int8.onnx", tmp_path / "q" / "calib.cache"
+    res = CliRunner().invoke(main, [str(a) for a in ("quantize", "--onnx", pipeline_run / "export" / "model.onnx",
+                                                     "--calib", demo_data / "train", "--calib-size", 16, "--target",
+                                                     "jetson-orin-nano", "--fallback", "none", "--calib-cache", cache,
+                                                     "--out", out)])
+    assert res.exit_code == 0, res.output
+    assert seen == [(out, str(cache), None, [])]
+    assert sorted(x.name for x in out.parent.iterdir()) == ["calib.cache", "int8.onnx", "int8.onnx.calib.json"]
+    assert "held out of" in res.output and "budget" in res.output, res.output

@@ -68,6 +68,9 @@ class Context:
         self.prune_options: dict = {}  # PruneConfig settings only `edgeres prune` has (--target-macs, --global-pruning...)
         self.prune_out = None  # the checkpoint of `edgeres prune --out` (its info gets top-1 after); None: prune/
         self.bundle_out = None  # the bundle file of `edgeres deploy --run` (edgeres.stage_commands); None: bundle/
+        # `edgeres quantize` (edgeres.stage_commands.quantize_command): any FP32 ONNX file in, --out, --calib-cache,
+        # and its QAT factory (--model with --data); without splits the calibration folder's own held-out slice
+        self.quantize_onnx = self.quantize_out = self.calib_cache = self.quantize_qat = None
 
     # ---------------------------------------------------------------- paths and earlier stages
     def stage_dir(self, name: str) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 from edgeres.errors import StageSkipped
 from edgeres.quant.budget import budget_note
 from edgeres.quant.run import run_quantize
-from edgeres.quant.settings import QuantizeConfig
+from edgeres.quant.settings import quantize_settings
 from edgeres.stage_names import EXPORT, PRUNE, QUANTIZE
 from edgeres.stages.base import Context, Stage, StageResult
 
@@ -32,21 +32,26 @@ class QuantizeStage(Stage):
         if not t.int8:
             raise StageSkipped(f"{t.name} has no useful INT8 ({', '.join(t.precisions)}): the FP32 export is "
                                "deployed, FP16 engine")
-        d = ctx.stage_dir(self.name)
-        if cfg.calib:
-            cs = calibration_set_from(cfg.calib, cfg.calib_size, cfg.seed)
+        qc = quantize_settings(cfg)
+        command = ctx.quantize_out is not None  # `edgeres quantize`: its own file in and out, its own QAT factory
+        out = ctx.quantize_out if command else ctx.stage_dir(self.name) / "model_int8.onnx"
+        cs = qat = None
+        if ctx.splits is not None:  # the run's data: calibrate on --calib, else a stratified sample of the train split
+            cs = (calibration_set_from(cfg.calib, cfg.calib_size, cfg.seed) if cfg.calib else
+                  select_stratified(ctx.splits.train or ctx.splits.val, cfg.calib_size, cfg.seed, ctx.splits.classes,
+                                    ctx.splits.root))
+        if command:
+            qat = ctx.quantize_qat
         else:
-            cs = select_stratified(ctx.splits.train or ctx.splits.val, cfg.calib_size, cfg.seed, ctx.splits.classes,
-                                   ctx.splits.root)
-        qc = QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=cfg.int8_max_drop,
-                            bias_correction=cfg.bias_correction,
-                            fallback=tuple(cfg.int8_fallback), qat_epochs=cfg.qat_epochs)
-        out = d / "model_int8.onnx"
-        qat = make_qat(ctx.artifact(PRUNE, "model") or cfg.model, ctx.splits, d / "qat_work", epochs=cfg.qat_epochs,
-                       lr=qc.qat_lr, batch_size=cfg.batch_size, trust_model=cfg.trust_model, log=ctx.log)
-        info = run_quantize(ctx.artifact(EXPORT, "onnx"), None, t, out, qc, seed=cfg.seed, calib_set=cs,
-                            pre_overrides=ctx.pre_overrides(), splits=ctx.splits, qat=qat, log=ctx.log)
+            qat = make_qat(ctx.artifact(PRUNE, "model") or cfg.model, ctx.splits, out.parent / "qat_work",
+                           epochs=cfg.qat_epochs, lr=qc.qat_lr, batch_size=cfg.batch_size, trust_model=cfg.trust_model,
+                           log=ctx.log)
+        info = run_quantize(ctx.quantize_onnx or ctx.artifact(EXPORT, "onnx"), cfg.calib, t, out, qc,
+                            data=cfg.data if ctx.splits is None else None, calib_cache=ctx.calib_cache, seed=cfg.seed,
+                            calib_set=cs, pre_overrides=ctx.pre_overrides(), splits=ctx.splits, qat=qat, log=ctx.log)
         info.pop("nncf_log", None)
+        if not ctx.measuring:
+            return StageResult(info=info)
         note = ("ONNX Runtime as the accuracy proxy for the TensorRT engine (latency of S8 Q/DQ on CPU is not the "
                 "engine's)" if t.quant_format == "trt-qdq" else "uint8 activations / int8 weights (ORT x86 fast path)")
         if info.get("budget"):
