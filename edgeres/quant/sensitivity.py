@@ -11,18 +11,14 @@ from edgeres.quant.scoring import Scorer
 
 
 def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray | None:
-    """Sorted indices of about ``n`` images, the same number from each class (as far as each has them); None when
-    there are no more than ``n`` images."""
+    """Sorted indices of about ``n`` images, the same number from each class (as far as each has them): the
+    calibration set's stratified pick (round robin over classes, each shuffled with ``seed``) over image indices.
+    None when there are no more than ``n`` images."""
+    from edgeres.calibration import select_stratified
+
     if len(y) <= n:
         return None
-    rng = np.random.default_rng(seed)
-    classes = np.unique(y)
-    per = {c: rng.permutation(np.flatnonzero(y == c)) for c in classes}
-    picked, k = [], 0
-    while len(picked) < n:  # round robin over the classes: class sizes may differ
-        picked += [int(v[k]) for v in per.values() if k < len(v)][: n - len(picked)]
-        k += 1
-    return np.sort(np.array(picked))
+    return np.sort(np.array(select_stratified(list(enumerate(np.asarray(y).tolist())), n, seed).paths))
 
 
 def sensitivity(qmodel, fp32_model, score: Scorer, fp16: bool, macs: dict, n_images: int = 256, progress=None) -> list:
