@@ -218,12 +218,12 @@ def test_tensorrt_runner_releases_the_engine_and_its_device_memory(cuda, monkeyp
     before = _held()
     with load_runtime("tensorrt", engine) as rt:
         assert rt.run(np.zeros((4, 3, 32, 32), np.float32)).shape == (4, 10) and rt.gpu_mem_mb() > 0
-        runner = rt.runner
+        runner = rt.backend
         held = _held()
         assert held[0] > before[0]
         if cuda == "cuda-python":  # one stream and two timing events, page-locked input and output buffers
             assert held[2] == before[2] + 3 and held[1] == before[1] + 2
-    assert _held() == before and runner._closed and not hasattr(runner, "engine") and rt.runner is None
+    assert _held() == before and runner._closed and not hasattr(runner, "engine") and rt.backend is None
     rt.close()
     runner.close()  # twice: nothing to free twice (cudaStreamDestroy on a destroyed stream would fail)
     with pytest.raises(RuntimeError, match="closed"):

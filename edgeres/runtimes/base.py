@@ -130,10 +130,9 @@ class Runtime:
                 "version": self.version(), "threads": self.threads, "fixed_batch": self.fixed_batch}
 
 
-
 class BackendRuntime(Runtime):
     """A runner over one of the device runtime's backends (``self.backend``: run, close, version), set by ``_open``:
-    the host measures ONNX Runtime and OpenVINO rows with the code a bundle runs."""
+    the host measures ONNX Runtime, OpenVINO and TensorRT rows with the code a bundle runs."""
 
     backend = None
 
@@ -147,6 +146,7 @@ class BackendRuntime(Runtime):
 
     def version(self) -> str:
         return self.backend.version if self.backend is not None else ""
+
 
 def gpu_label(index: int = 0) -> str:
     """``cuda:<GPU name>`` (the device column of a row measured on a GPU), ``cuda`` where torch cannot name it."""
