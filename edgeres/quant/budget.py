@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from itertools import accumulate
 
 from edgeres.errors import EdgeresError
 from edgeres.quant.float_layers import keep_float, layer_macs
@@ -87,7 +88,7 @@ class _Search:
                                      else None)
         total = max(1, sum(macs.values()))
         order = [r["layer"] for r in self.sens_rows]
-        shares = [sum(macs.get(x, 0) for x in order[:k]) / total for k in range(len(order) + 1)]
+        shares = [m / total for m in accumulate((macs.get(x, 0) for x in order), initial=0)]  # k layers: shares[k]
         kmax = max(k for k in range(len(order) + 1) if shares[k] <= self.cfg.max_float_macs_share)
         tried: dict = {}
 

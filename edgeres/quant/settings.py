@@ -38,13 +38,13 @@ class QuantizeConfig:
     qat_lr: float = 1e-5
 
 
-
 def quantize_settings(cfg) -> QuantizeConfig:
     """The QuantizeConfig of an `optimize` config (or of `edgeres quantize`'s flags, read into one): the one place the
     quantize options become the INT8 run's settings."""
     return QuantizeConfig(method=cfg.calib_method, subset_size=cfg.calib_size, int8_max_drop=cfg.int8_max_drop,
                           bias_correction=cfg.bias_correction, fallback=tuple(cfg.int8_fallback),
                           qat_epochs=cfg.qat_epochs)
+
 
 def _range_estimator(method: str):
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
