@@ -11,31 +11,14 @@ from edgeres.targets import get_target
 
 
 def _narrow_resnet(tmp_path):
-    """A 16-wide CIFAR-style residual net (stem, two blocks, head) with non-trivial BN statistics, as ONNX."""
-    import torch
-    import torch.nn as nn
+    """A 16-wide CIFAR-style residual net (test_any_resnet's, BN statistics randomised), as ONNX."""
+    from test_any_resnet import CifarResNet, _randomize_bn
 
     from edgeres.data import Preprocess
     from edgeres.models import ModelMeta
     from edgeres.onnx_export import export_onnx
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.b1 = nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
-            self.c2, self.b2 = nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
-
-        def forward(self, x):
-            return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), Block(), Block(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.uniform_(-0.3, 0.3)
+    model = _randomize_bn(CifarResNet(n=1))
     pre = Preprocess(size=32)
     path = tmp_path / "fp32.onnx"
     export_onnx(model.eval(), path, pre, ModelMeta(arch="custom", classes=[str(i) for i in range(10)],
